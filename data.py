@@ -1,0 +1,139 @@
+"""Data sets: MNIST, Cifar-10, SVHN and ImageNet through torchvision, and the embedded `digits`.
+
+Every image is a float tensor in [0, 1]: randomized smoothing adds its noise in pixel space, and a
+model that wants normalised inputs normalises them in its first layer, after the noise
+(PAPER.md section 1). Augmentation follows the public MACER code (PAPER.md section 4).
+"""
+import os
+import socket
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from common import UsageError
+
+DATASETS = ('digits', 'mnist', 'cifar10', 'svhn', 'imagenet')
+NUM_CLASSES = {'digits': 10, 'mnist': 10, 'cifar10': 10, 'svhn': 10, 'imagenet': 1000}
+INPUT_SHAPE = {'digits': (1, 28, 28), 'mnist': (1, 28, 28), 'cifar10': (3, 32, 32),
+               'svhn': (3, 32, 32), 'imagenet': (3, 224, 224)}
+
+# `digits`: scikit-learn's 1797 bundled 8x8 digits, upsampled to MNIST's 28x28 so LeNet applies.
+# 1000 test images, so the MACER code's default test images 500..999 exist here too.
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_SIZE = 1000
+
+# a download that cannot reach its server gives up after this long instead of hanging
+DOWNLOAD_TIMEOUT_S = 30
+
+# what to put where when a data set is missing and cannot be downloaded
+_WHERE = {
+    'mnist': ('{root}/MNIST/raw/', 'train-images-idx3-ubyte, train-labels-idx1-ubyte, '
+              't10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (unpacked from yann.lecun.com/exdb/mnist)'),
+    'cifar10': ('{root}/cifar-10-batches-py/', 'the unpacked cifar-10-python.tar.gz '
+                '(data_batch_1..5, test_batch, batches.meta) from www.cs.toronto.edu/~kriz/cifar.html'),
+    'svhn': ('{root}/', 'train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers'),
+}
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one tensor `[N, C, H, W]` in [0, 1], with integer labels."""
+
+    def __init__(self, images, labels):
+        self.images = images
+        self.targets = labels
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.targets[i])
+
+
+def digits(split):
+    """The embedded data set: no download, no `--root`; the split is fixed by a seed."""
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # [1797, 1, 8, 8], 0..16 -> [0, 1]
+    images = F.interpolate(images, size=(28, 28), mode='bilinear', align_corners=False).clamp_(0.0, 1.0)
+    labels = torch.from_numpy(bunch.target).long()
+    order = torch.from_numpy(np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels)))
+    chosen = order[:DIGITS_TEST_SIZE] if split == 'test' else order[DIGITS_TEST_SIZE:]
+    return TensorImages(images[chosen].contiguous(), labels[chosen].contiguous())
+
+
+def transforms_for(dataset, split):
+    """The augmentation of PAPER.md section 4 (training) and the plain test transform."""
+    import torchvision.transforms as T
+    if dataset in ('cifar10', 'svhn'):
+        if split == 'train':
+            return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
+        return T.ToTensor()
+    if dataset == 'imagenet':
+        if split == 'train':
+            return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor()])
+        return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+    return T.ToTensor()
+
+
+def get_dataset(dataset, root, split, download=True):
+    """The `split` ('train' or 'test') of `dataset`, images in [0, 1]; a UsageError when absent."""
+    if dataset not in DATASETS:
+        raise UsageError(f'unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
+    if split not in ('train', 'test'):
+        raise ValueError(split)
+    if dataset == 'digits':
+        return digits(split)
+    if dataset == 'imagenet':
+        return _imagenet(root, split)
+    return _torchvision(dataset, root, split, download)
+
+
+def _torchvision(dataset, root, split, download):
+    import torchvision.datasets as D
+    cls, kwargs = {
+        'mnist': (D.MNIST, {'train': split == 'train'}),
+        'cifar10': (D.CIFAR10, {'train': split == 'train'}),
+        'svhn': (D.SVHN, {'split': split}),
+    }[dataset]
+    folder, files = _WHERE[dataset]
+    folder = folder.format(root=root.rstrip('/'))
+    transform = transforms_for(dataset, split)
+    try:
+        return cls(root=root, transform=transform, download=False, **kwargs)
+    except RuntimeError:
+        pass  # not there (or failed its checksum): download it below if allowed
+    except Exception as e:
+        raise UsageError(f'{dataset}: the files under {folder} cannot be read as {dataset} '
+                         f'({_short(e)}); replace them with {files}') from None
+    if not download:
+        raise UsageError(f'{dataset}: no readable copy under {folder} (and --no_download is set): put {files} there')
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return cls(root=root, transform=transform, download=True, **kwargs)
+    except Exception as e:
+        raise UsageError(f'{dataset}: no readable copy under {folder} and the download failed ({_short(e)}): '
+                         f'put {files} there') from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _imagenet(root, split):
+    import torchvision.datasets as D
+    folder = os.path.join(root, 'train' if split == 'train' else 'val')
+    if not os.path.isdir(folder):
+        raise UsageError(f'imagenet: {folder} not found (ImageNet cannot be downloaded automatically): '
+                         f'put the ILSVRC2012 {"train" if split == "train" else "val"} images there, '
+                         f'one folder per class (ROOT/train/n01440764/*.JPEG, ROOT/val/n01440764/*.JPEG)')
+    try:
+        return D.ImageFolder(folder, transform=transforms_for('imagenet', split))
+    except (FileNotFoundError, OSError) as e:
+        raise UsageError(f'imagenet: {folder} holds no class folders with images ({_short(e)}); '
+                         f'put one folder of images per class there') from None
+
+
+def _short(e):
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]

@@ -1,0 +1,178 @@
+"""Certification of a data set: `Smooth.certify` on each chosen test image, with files that survive a crash.
+
+In `--matdir`, a run named NAME writes (PAPER.md section 6):
+- `NAME.json`: how the results were made (every argument, the model's SHA-256, the environment),
+  written first, then the summary once complete;
+- `NAME.hard.tsv` / `NAME.soft.tsv`: the community's log, one row appended and flushed per image;
+- `NAME.mat`: the MACER code's file, written (atomically) at the end from the logs.
+
+Rerunning the same command resumes from the logs; a run with other result-determining arguments
+is refused rather than mixed in. Each image has its own noise stream (`rs.core.image_generator`),
+so a resumed run gives exactly the results of an uninterrupted one.
+"""
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import UsageError, atomic_write_text
+from rs.core import Smooth, image_generator
+from rs.results import Row, format_summary, header_line, parse_log, summary, write_mat
+from rs.stats import GRID, acr, certified_accuracy, certified_radii
+
+
+class ResultFiles:
+    """The paths of run NAME in a folder."""
+
+    def __init__(self, folder, name, modes):
+        self.folder, self.name, self.modes = folder, str(name), tuple(modes)
+        stem = os.path.join(folder, self.name)
+        self.mat = stem + '.mat'
+        self.json = stem + '.json'
+        self.logs = {m: f'{stem}.{m}.tsv' for m in self.modes}
+
+    def all(self):
+        return [self.json, self.mat, *self.logs.values()]
+
+
+def modes_of(mode):
+    return ('hard', 'soft') if mode == 'both' else (mode,)
+
+
+def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, N0, N, alpha, batch, seed,
+                    device, files=None, identity=None, record=None, progress=True):
+    """Certify `dataset[i]` for i in `indices`; returns {mode: radii} in the MACER encoding.
+
+    `identity`: the values that determine the results (model digest, data, every statistic's
+    argument); a resumed run must match it exactly. `record`: everything else worth keeping
+    (all arguments), stored in the JSON.
+    """
+    smoothed = Smooth(model, num_classes, sigma, device, mode, beta)
+    modes = modes_of(mode)
+    indices = [int(i) for i in indices]
+    done = {m: [] for m in modes}
+    if files is not None:
+        done = _open(files, identity, record, indices)
+    logs = {m: open(files.logs[m], 'a') for m in modes} if files is not None else None
+    start = len(done[modes[0]])
+    bar = tqdm(total=len(indices), initial=start, desc=f'certify N={N}', unit='img', disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        for idx in indices[start:]:
+            x, label = dataset[idx]
+            t0 = time.perf_counter()
+            out = smoothed.certify(x, N0, N, alpha, batch, generator=image_generator(seed, idx, device))
+            seconds = time.perf_counter() - t0
+            for m, (prediction, r) in zip(modes, zip(out[0::2], out[1::2])):
+                row = Row(idx, int(label), int(prediction), float(r), int(prediction == label), seconds)
+                done[m].append(row)
+                if logs is not None:
+                    logs[m].write(row.line())
+                    logs[m].flush()  # a crash after this line loses nothing certified so far
+            radii = _radii(done[modes[0]])
+            bar.set_postfix_str(f'acc@0={certified_accuracy(radii, (0.0,))[0]:.3f} ACR={acr(radii):.3f}',
+                                refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        if logs is not None:
+            for f in logs.values():
+                f.close()
+    radii_by_mode = {m: _radii(done[m]) for m in modes}
+    if files is not None:
+        write_mat(files.mat, radii_by_mode)
+        seconds = sum(row.seconds for row in done[modes[0]])
+        _write_json(files, identity, record, 'complete', radii_by_mode=radii_by_mode, seconds=seconds,
+                    samples=(N0 + N) * len(indices))
+    return radii_by_mode
+
+
+def _radii(rows):
+    return certified_radii([r.radius for r in rows], [r.correct for r in rows])
+
+
+def _open(files, identity, record, indices):
+    """Start the files of a new run, or take up the rows of an earlier run with the same identity."""
+    if not os.path.exists(files.json):
+        strays = [p for p in files.all() if os.path.exists(p)]
+        if strays:
+            raise UsageError(f'{strays[0]} exists without {os.path.basename(files.json)}, so it cannot be checked '
+                             f'to belong to this run; move it away or choose another --matdir')
+        _write_json(files, identity, record, 'running')
+        for path in files.logs.values():
+            atomic_write_text(path, header_line())
+        return {m: [] for m in files.modes}
+    try:
+        with open(files.json) as f:
+            earlier = json.load(f)
+        earlier_identity = earlier['identity']
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f'{files.json} is not a result summary of this tool; move it away or choose another '
+                         f'--matdir') from None
+    if earlier_identity != _jsonable(identity):
+        differ = sorted(k for k in set(earlier_identity) | set(identity)
+                        if earlier_identity.get(k) != _jsonable(identity).get(k))
+        shown = ', '.join(f'{k} {earlier_identity.get(k)!r} there, {_jsonable(identity).get(k)!r} now'
+                          for k in differ[:3])
+        raise UsageError(f'{files.json} holds results made with other arguments ({shown}); rerun with the same '
+                         f'arguments to resume, or choose another --matdir or --name')
+    done = {}
+    for m in files.modes:
+        path = files.logs[m]
+        text = open(path).read() if os.path.exists(path) else ''
+        rows = parse_log(text, path)
+        if [r.idx for r in rows] != indices[:len(rows)]:
+            raise UsageError(f'{path} holds other images than this run certifies; move it away or choose '
+                             f'another --matdir')
+        done[m] = rows
+    # keep only the images every log has, so no image is lost or certified twice
+    keep = min(len(rows) for rows in done.values())
+    for m in files.modes:
+        done[m] = done[m][:keep]
+        text = header_line() + ''.join(r.line() for r in done[m])
+        current = open(files.logs[m]).read() if os.path.exists(files.logs[m]) else None
+        if current != text:
+            atomic_write_text(files.logs[m], text)
+    if keep:
+        print(f'resuming {files.name}: {keep} of {len(indices)} images already certified in {files.folder}',
+              file=sys.stderr)
+    return done
+
+
+def _write_json(files, identity, record, status, radii_by_mode=None, seconds=None, samples=None):
+    content = {
+        'status': status,
+        'identity': _jsonable(identity),
+        'args': _jsonable(record),
+        'environment': environment(),
+        'files': {'mat': os.path.basename(files.mat),
+                  'logs': {m: os.path.basename(p) for m, p in files.logs.items()}},
+        'written': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+    }
+    if radii_by_mode is not None:
+        content['summary'] = {m: summary(r, GRID) for m, r in radii_by_mode.items()}
+        content['seconds'] = seconds
+        content['samples_per_second'] = samples / seconds if seconds else None
+    atomic_write_text(files.json, json.dumps(content, indent=1) + '\n')
+
+
+def environment():
+    return {'python': platform.python_version(), 'torch': torch.__version__, 'numpy': np.__version__,
+            'host': platform.node(), 'cuda': torch.version.cuda,
+            'device_name': torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
+            'threads': torch.get_num_threads()}
+
+
+def _jsonable(value):
+    """The value as JSON would give it back (tuples become lists), so identities compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def print_summary(radii_by_mode):
+    print(format_summary(radii_by_mode), flush=True)

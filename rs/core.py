@@ -1,0 +1,150 @@
+"""The smoothed classifier g(x) = argmax_c P(f(x + d) = c), d ~ N(0, sigma^2 I) (Cohen et al. 2019),
+with MACER's soft version Z_c = E_d softmax(beta * f(x + d))_c (MACER appendix A).
+
+The interface is the public MACER code's (`Smooth(base_classifier, num_classes, sigma, device,
+mode, beta)`, `certify`, `predict`, `ABSTAIN`); the statistics are the pure functions of
+`rs.stats`. Noise is drawn on the model's device, in batches, and the outputs are tallied there;
+the tallies reach the host once per call.
+"""
+from collections import namedtuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rs.stats import bernstein_lower_bound, binomial_pvalue, lower_confidence_bound, radius
+
+MODES = ('hard', 'soft', 'both')
+
+# counts: int64 [C], how often each class was f's argmax; scores: float64 [C], the sum over samples
+# of softmax(beta * logits); squares: float64 [C], the sum of its squares (None in hard mode)
+Tally = namedtuple('Tally', 'counts scores squares')
+
+
+def image_generator(seed, index, device):
+    """The noise stream of test image `index`: a generator of its own, seeded from (seed, index).
+
+    One image's certificate therefore does not depend on which images were certified before it,
+    and a single image can be re-certified alone with the same result (same device and batch size).
+    """
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator(device=device)
+    generator.manual_seed((int(state[0]) << 31) ^ int(state[1]))
+    return generator
+
+
+class Smooth:
+    """A smoothed classifier around `base_classifier`, which maps [B, C, H, W] in [0, 1] to logits [B, num_classes].
+
+    mode: 'hard' (Cohen's: counts of argmax classes, Clopper-Pearson bound), 'soft' (MACER's:
+    mean of softmax(beta * logits), empirical Bernstein bound) or 'both' (both on the same samples).
+    """
+
+    # to abstain, Smooth returns this int
+    ABSTAIN = -1
+
+    def __init__(self, base_classifier, num_classes, sigma, device, mode='hard', beta=1.0):
+        if mode not in MODES:
+            raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+        if not sigma > 0:
+            raise ValueError(f'sigma must be positive, got {sigma}')
+        self.base_classifier = base_classifier
+        self.num_classes = num_classes
+        self.sigma = sigma
+        self.device = torch.device(device)
+        self.mode = mode
+        self.beta = beta
+
+    @property
+    def _hard(self):
+        return self.mode in ('hard', 'both')
+
+    @property
+    def _soft(self):
+        return self.mode in ('soft', 'both')
+
+    def certify(self, x, n0, n, alpha, batch_size, generator=None):
+        """Cohen et al. 2019, CERTIFY (hard), and its soft version (PAPER.md sections 1 and 2).
+
+        x: one image [C, H, W] in [0, 1]. n0 noisy copies choose cAHat (hard: the most frequent
+        class; soft: the largest summed score); n fresh copies give pABar, a lower bound on pA
+        (hard: one-sided Clopper-Pearson; soft: empirical Bernstein). If pABar < 1/2 it abstains,
+        else it returns cAHat and the radius sigma * Phi^-1(pABar). With probability at least
+        1 - alpha over the noise, a returned class is the smoothed classifier's prediction at
+        every point within the returned L2 radius of x.
+
+        Returns (cAHat, radius) in hard or soft mode, (c_hard, r_hard, c_soft, r_soft) in both.
+        """
+        self.base_classifier.eval()
+        selection = self._sample_noise(x, n0, batch_size, generator)
+        estimation = self._sample_noise(x, n, batch_size, generator)
+        result = ()
+        if self._hard:
+            cAHat = int(np.argmax(selection.counts))
+            nA = int(estimation.counts[cAHat])
+            result += self._decide(cAHat, lower_confidence_bound(nA, n, alpha))
+        if self._soft:
+            cAHat = int(np.argmax(selection.scores))
+            pABar = bernstein_lower_bound(estimation.scores[cAHat], estimation.squares[cAHat], n, alpha)
+            result += self._decide(cAHat, pABar)
+        return result
+
+    def _decide(self, cAHat, pABar):
+        if pABar < 0.5:
+            return Smooth.ABSTAIN, 0.0
+        return cAHat, radius(self.sigma, pABar)
+
+    def predict(self, x, n, alpha, batch_size, generator=None):
+        """Cohen et al. 2019, PREDICT: the smoothed prediction at x, or ABSTAIN.
+
+        Hard: with nA, nB the two largest counts of n noisy copies, abstain when the two-sided
+        binomial test of nA successes in nA + nB draws at p = 1/2 has p-value > alpha; the returned
+        class is g(x) with probability at least 1 - alpha. Soft (not in the paper): the class with
+        the largest summed score, returned only when its empirical Bernstein lower bound at level
+        alpha / num_classes (a union bound over the classes) exceeds 1/2, so it too is the soft
+        smoothed classifier's prediction with probability at least 1 - alpha.
+
+        Returns one class in hard or soft mode, (c_hard, c_soft) in both.
+        """
+        self.base_classifier.eval()
+        tally = self._sample_noise(x, n, batch_size, generator)
+        result = ()
+        if self._hard:
+            top2 = np.argsort(-tally.counts, kind='stable')[:2]
+            nA, nB = int(tally.counts[top2[0]]), int(tally.counts[top2[1]])
+            result += (Smooth.ABSTAIN if binomial_pvalue(nA, nB) > alpha else int(top2[0]),)
+        if self._soft:
+            cA = int(np.argmax(tally.scores))
+            lower = bernstein_lower_bound(tally.scores[cA], tally.squares[cA], n, alpha / self.num_classes)
+            result += (cA if lower > 0.5 else Smooth.ABSTAIN,)
+        return result[0] if len(result) == 1 else result
+
+    def _sample_noise(self, x, num, batch_size, generator=None):
+        """Tally f(x + d) over `num` draws of d ~ N(0, sigma^2 I), `batch_size` at a time.
+
+        All tallies stay on the device (no host synchronisation inside the loop); returns a
+        `Tally` of numpy arrays.
+        """
+        device, C = self.device, self.num_classes
+        x = x.to(device)
+        counts = torch.zeros(C, dtype=torch.long, device=device) if self._hard else None
+        scores = torch.zeros(C, dtype=torch.float64, device=device) if self._soft else None
+        squares = torch.zeros(C, dtype=torch.float64, device=device) if self._soft else None
+        ones = torch.ones(batch_size, dtype=torch.long, device=device)
+        with torch.inference_mode():
+            remaining = num
+            while remaining > 0:
+                b = min(batch_size, remaining)
+                remaining -= b
+                batch = torch.randn((b, *x.shape), generator=generator, device=device, dtype=x.dtype)
+                batch.mul_(self.sigma).add_(x)  # in place: one image-sized buffer per batch
+                logits = self.base_classifier(batch)
+                if counts is not None:
+                    # scatter_add_, unlike bincount, needs no host sync to size its output
+                    counts.scatter_add_(0, logits.argmax(1), ones[:b])
+                if scores is not None:
+                    p = F.softmax(self.beta * logits.float(), dim=1)
+                    scores += p.sum(0, dtype=torch.float64)
+                    squares += (p * p).sum(0, dtype=torch.float64)
+        as_numpy = (lambda t: None if t is None else t.cpu().numpy())
+        return Tally(as_numpy(counts), as_numpy(scores), as_numpy(squares))

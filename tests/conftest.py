@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def run_main(*args, timeout=600, env=None):
+    """main.py as a user runs it: a fresh process; returns the CompletedProcess (text output)."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes and modification time: to show nothing was touched."""
+    out = {}
+    for base, _, names in os.walk(folder):
+        for n in names:
+            p = os.path.join(base, n)
+            with open(p, 'rb') as f:
+                out[os.path.relpath(p, folder)] = (f.read(), os.stat(p).st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope='session')
+def digits_lenet(tmp_path_factory):
+    """A LeNet trained briefly on `digits` under Gaussian noise (sigma 0.25), saved in the MACER format.
+
+    Good enough that certification gives a mix of correct, wrong and abstained images.
+    """
+    import torch
+    import torch.nn.functional as F
+    from data import get_dataset
+    from model import LeNet
+    torch.manual_seed(0)
+    train = get_dataset('digits', '', 'train')
+    net = LeNet()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    x_all, y_all = train.images, train.targets
+    for _ in range(8):
+        perm = torch.randperm(len(y_all))
+        for i in range(0, len(perm), 64):
+            b = perm[i:i + 64]
+            x = x_all[b] + 0.25 * torch.randn_like(x_all[b])
+            loss = F.cross_entropy(net(x), y_all[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    path = tmp_path_factory.mktemp('ckpt') / 'lenet_digits.pth'
+    torch.save({'net': net.state_dict(), 'epoch': 8}, path)
+    return str(path)

@@ -1,0 +1,153 @@
+"""Every checkpoint format loads; everything else is refused with one clear line."""
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from checkpoint import FORMAT, fit_model, read_checkpoint
+from common import UsageError
+from conftest import run_main
+from model import NORMALIZATION, LeNet, base_network, resnet110
+
+
+def expected_resnet110_keys():
+    """The public MACER code's ResNet-110 state_dict, written out from PAPER.md section 4."""
+    def bn(prefix, c):
+        return {f'{prefix}.weight': (c,), f'{prefix}.bias': (c,), f'{prefix}.running_mean': (c,),
+                f'{prefix}.running_var': (c,), f'{prefix}.num_batches_tracked': ()}
+    keys = {'conv1.weight': (16, 3, 3, 3), **bn('bn1', 16)}
+    inplanes = 16
+    for layer, planes in ((1, 16), (2, 32), (3, 64)):
+        for block in range(18):
+            p = f'layer{layer}.{block}'
+            keys[f'{p}.conv1.weight'] = (planes, inplanes, 3, 3)
+            keys.update(bn(f'{p}.bn1', planes))
+            keys[f'{p}.conv2.weight'] = (planes, planes, 3, 3)
+            keys.update(bn(f'{p}.bn2', planes))
+            if block == 0 and inplanes != planes:
+                keys[f'{p}.downsample.0.weight'] = (planes, inplanes, 1, 1)
+                keys.update(bn(f'{p}.downsample.1', planes))
+            inplanes = planes
+    keys['fc.weight'], keys['fc.bias'] = (10, 64), (10,)
+    return keys
+
+
+def test_architectures_have_the_original_keys_and_shapes():
+    mine = {k: tuple(v.shape) for k, v in resnet110().state_dict().items()}
+    assert mine == expected_resnet110_keys()
+    lenet = {k: tuple(v.shape) for k, v in LeNet().state_dict().items()}
+    assert lenet == {'conv1.weight': (20, 1, 5, 5), 'conv1.bias': (20,), 'conv2.weight': (50, 20, 5, 5),
+                     'conv2.bias': (50,), 'fc1.weight': (500, 800), 'fc1.bias': (500,), 'fc2.weight': (10, 500),
+                     'fc2.bias': (10,)}
+
+
+def _same_weights(a, b):
+    sa, sb = base_network(a).state_dict(), base_network(b).state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_original_macer_format(tmp_path):
+    net = resnet110()
+    torch.save({'net': net.state_dict(), 'epoch': 440}, tmp_path / 'a.pth')
+    ckpt = read_checkpoint(str(tmp_path / 'a.pth'))
+    assert (ckpt.kind, ckpt.epoch, ckpt.normalization) == ('macer', 440, None)
+    model = fit_model(ckpt, 'resnet110', 10, '--dataset cifar10')
+    assert _same_weights(model, net) and not isinstance(model, nn.Sequential)
+
+
+@pytest.mark.parametrize('data_parallel', [False, True])
+def test_cohen_salman_format_gets_its_normalisation(tmp_path, data_parallel):
+    net = resnet110().eval()
+    prefix = '1.module.' if data_parallel else '1.'
+    sd = {prefix + k: v for k, v in net.state_dict().items()}
+    torch.save({'epoch': 90, 'arch': 'cifar_resnet110', 'state_dict': sd, 'optimizer': {'state': {}}},
+               tmp_path / 'c.pth.tar')
+    ckpt = read_checkpoint(str(tmp_path / 'c.pth.tar'))
+    assert (ckpt.kind, ckpt.arch, ckpt.normalization) == ('cohen', 'resnet110', 'cifar10')
+    model = fit_model(ckpt, 'resnet110', 10, '--dataset cifar10').eval()
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMALIZATION['cifar10'])
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+    # saved back, the model has Cohen's own keys
+    assert set(model.state_dict()) == {'1.' + k for k in net.state_dict()}
+
+
+def test_project_format(tmp_path):
+    net = LeNet()
+    torch.save({'format': FORMAT, 'net': net.state_dict(), 'epoch': 7, 'arch': 'lenet', 'normalization': None,
+                'args': {'sigma': 0.25}}, tmp_path / 'p.pth')
+    ckpt = read_checkpoint(str(tmp_path / 'p.pth'))
+    assert (ckpt.kind, ckpt.epoch, ckpt.args) == ('project', 7, {'sigma': 0.25})
+    assert _same_weights(fit_model(ckpt, 'lenet', 10, '--dataset digits'), net)
+
+
+def test_wrong_architecture_is_a_clear_error(tmp_path):
+    torch.save({'net': LeNet().state_dict(), 'epoch': 1}, tmp_path / 'l.pth')
+    with pytest.raises(UsageError, match=r'does not fit resnet110 \(--dataset cifar10\).*missing'):
+        fit_model(read_checkpoint(str(tmp_path / 'l.pth')), 'resnet110', 10, '--dataset cifar10')
+    sd = {'1.module.' + k: v for k, v in resnet110().state_dict().items()}
+    torch.save({'arch': 'resnet50', 'state_dict': sd}, tmp_path / 'r.pth')
+    with pytest.raises(UsageError, match='holds a resnet50, but --dataset cifar10 uses resnet110'):
+        fit_model(read_checkpoint(str(tmp_path / 'r.pth')), 'resnet110', 10, '--dataset cifar10')
+    torch.save({'arch': 'cifar_resnet20', 'state_dict': sd}, tmp_path / 'r20.pth')
+    with pytest.raises(UsageError, match="'cifar_resnet20'.*not build"):
+        read_checkpoint(str(tmp_path / 'r20.pth'))
+
+
+def _files(tmp_path):
+    good = tmp_path / 'good.pth'
+    torch.save({'net': LeNet().state_dict(), 'epoch': 1}, good)
+    data = good.read_bytes()
+    (tmp_path / 'truncated.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'text.pth').write_text('hello\n')
+    (tmp_path / 'random.pth').write_bytes(os.urandom(4096))
+    torch.save([1, 2, 3], tmp_path / 'list.pth')
+    torch.save({'model': LeNet().state_dict()}, tmp_path / 'unknown.pth')
+    return ['truncated', 'empty', 'text', 'random', 'list', 'unknown']
+
+
+def test_files_that_are_not_checkpoints(tmp_path):
+    for name in _files(tmp_path):
+        with pytest.raises(UsageError, match=f'{name}.pth'):
+            read_checkpoint(str(tmp_path / f'{name}.pth'))
+    with pytest.raises(UsageError, match='does not exist'):
+        read_checkpoint(str(tmp_path / 'absent.pth'))
+    with pytest.raises(UsageError, match='is a folder'):
+        read_checkpoint(str(tmp_path))
+
+
+class Evil:
+    """Unpickling this would run code: it creates the file `path`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (exec, (f'open({self.path!r}, "w").write("pwned")',))
+
+
+def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
+    marker = tmp_path / 'marker'
+    torch.save({'net': Evil(str(marker)), 'epoch': 1}, tmp_path / 'evil.pth')
+    with pytest.raises(UsageError, match='refusing checkpoint .*run code'):
+        read_checkpoint(str(tmp_path / 'evil.pth'))
+    assert not marker.exists()
+    # and through main.py: one line on stderr, exit status 2, still nothing run
+    r = run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', tmp_path / 'evil.pth', '--N', 10)
+    assert r.returncode == 2
+    assert r.stderr.count('\n') == 1 and r.stderr.startswith('error: refusing checkpoint')
+    assert 'Traceback' not in r.stderr and not marker.exists()
+
+
+def test_main_gives_one_line_errors_for_bad_checkpoints(tmp_path):
+    _files(tmp_path)
+    for name in ('truncated', 'list'):
+        r = run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', tmp_path / f'{name}.pth',
+                     '--matdir', tmp_path / 'mat')
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+        assert f'{name}.pth' in r.stderr
+    r = run_main('--task', 'test', '--dataset', 'cifar10', '--resume_ckpt', tmp_path / 'good.pth', '--no_download')
+    assert r.returncode == 2 and 'does not fit resnet110' in r.stderr and r.stderr.count('\n') == 1

@@ -1,0 +1,146 @@
+"""Smooth against models whose smoothed probabilities are known exactly."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from scipy.stats import norm
+
+from rs.core import Smooth, image_generator
+from rs.stats import binomial_pvalue, lower_confidence_bound
+
+
+class Linear2(nn.Module):
+    """Two classes: logits [0, w.x + b]. Under noise, w.(x+d) + b ~ N(m, (sigma |w|)^2), so
+    P(class 1) = Phi(m / (sigma |w|)) and the exact certified radius is m / |w|, the distance to
+    the decision boundary."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x):
+        z = x.flatten(1) @ self.w.flatten() + self.b
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def linear_case(distance, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(1, 2, 2, generator=g, dtype=torch.float64)
+    x = torch.rand(1, 2, 2, generator=g, dtype=torch.float64)
+    # choose b so that x lies `distance` from the boundary on the class-1 side
+    b = distance * w.norm() - (w * x).sum()
+    return Linear2(w, b), x
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_hard_radius_below_and_converging_to_the_distance(seed):
+    sigma, distance = 0.5, 0.5  # pA = Phi(1) = 0.84
+    model, x = linear_case(distance, seed)
+    smooth = Smooth(model, 2, sigma, 'cpu', mode='hard')
+    gaps = []
+    for n in (1000, 10000, 100000, 1000000):
+        c, r = smooth.certify(x, 100, n, 0.001, 100000, generator=torch.Generator().manual_seed(seed))
+        assert c == 1
+        assert r <= distance
+        gaps.append(distance - r)
+    assert gaps == sorted(gaps, reverse=True)
+    assert gaps[-1] < 0.015 * distance
+
+
+def test_soft_radius_below_and_converging_to_the_exact_soft_radius():
+    sigma, distance, beta = 0.5, 0.5, 2.0
+    model, x = linear_case(distance)
+    m, s = distance * model.w.norm().item(), sigma * model.w.norm().item()
+    # Z_1 = E[sigmoid(beta * (m + s t))], t ~ N(0, 1), by Gauss-Hermite quadrature (probabilists')
+    t, wts = np.polynomial.hermite_e.hermegauss(200)
+    z1 = float((wts / wts.sum() / (1 + np.exp(-beta * (m + s * t)))).sum())
+    exact = sigma * norm.ppf(z1)
+    smooth = Smooth(model, 2, sigma, 'cpu', mode='soft', beta=beta)
+    gaps = []
+    for n in (1000, 100000, 1000000):
+        c, r = smooth.certify(x, 100, n, 0.001, 100000, generator=torch.Generator().manual_seed(3))
+        assert c == 1
+        assert r <= exact
+        gaps.append(exact - r)
+    assert gaps == sorted(gaps, reverse=True)
+    assert gaps[-1] < 0.03 * exact
+
+
+def test_on_the_boundary_certify_abstains_and_predict_mostly_abstains():
+    model, x = linear_case(0.0)
+    smooth = Smooth(model, 2, 0.25, 'cpu', mode='hard')
+    assert smooth.certify(x, 100, 10000, 0.001, 10000, generator=torch.Generator().manual_seed(0)) == (-1, 0.0)
+    abstained = sum(smooth.predict(x, 1000, 0.05, 1000, generator=torch.Generator().manual_seed(s)) == -1
+                    for s in range(40))
+    assert abstained >= 34  # the test's level is 0.05: at most ~2 of 40 should answer
+
+
+class Scripted(nn.Module):
+    """A 'model' whose argmax classes are a fixed script, whatever the input: exact counts."""
+
+    def __init__(self, classes, num_classes, soft_value=None):
+        super().__init__()
+        self.classes, self.num_classes, self.pos = torch.as_tensor(classes), num_classes, 0
+
+    def forward(self, x):
+        b = x.shape[0]
+        out = self.classes[self.pos:self.pos + b]
+        self.pos += b
+        return 50.0 * torch.nn.functional.one_hot(out, self.num_classes).float()
+
+
+def test_certify_radius_is_exactly_the_clopper_pearson_radius():
+    n0, n, alpha, sigma = 20, 200, 0.001, 0.5
+    for nA in range(90, 201, 10):
+        # selection: class 2 wins 15 of 20; estimation: class 2 nA times, class 0 otherwise
+        script = [2] * 15 + [1] * 5 + [2] * nA + [0] * (n - nA)
+        smooth = Smooth(Scripted(script, 4), 4, sigma, 'cpu')
+        c, r = smooth.certify(torch.zeros(1, 2, 2), n0, n, alpha, 64)
+        p = lower_confidence_bound(nA, n, alpha)
+        if p < 0.5:
+            assert (c, r) == (-1, 0.0)
+        else:
+            assert c == 2 and r == pytest.approx(sigma * norm.ppf(p), rel=1e-12)
+    assert any(lower_confidence_bound(nA, n, alpha) < 0.5 for nA in range(90, 201, 10))
+
+
+def test_predict_abstains_exactly_when_the_binomial_test_fails():
+    n, alpha = 100, 0.05
+    seen = set()
+    for nA in range(50, 80):
+        nB = n - nA - 3
+        script = [1] * nA + [3] * nB + [0] * 3
+        smooth = Smooth(Scripted(script, 5), 5, 0.25, 'cpu')
+        out = smooth.predict(torch.zeros(1, 2, 2), n, alpha, 32)
+        should_abstain = binomial_pvalue(nA, nB) > alpha
+        assert out == (-1 if should_abstain else 1)
+        seen.add(should_abstain)
+    assert seen == {True, False}
+
+
+def test_both_mode_equals_hard_and_soft_on_the_same_noise():
+    model, x = linear_case(0.3)
+    runs = {}
+    for mode in ('hard', 'soft', 'both'):
+        smooth = Smooth(model, 2, 0.5, 'cpu', mode=mode, beta=4.0)
+        runs[mode] = smooth.certify(x, 100, 5000, 0.001, 1000, generator=torch.Generator().manual_seed(7))
+    assert runs['both'] == runs['hard'] + runs['soft']
+    assert len(runs['both']) == 4
+
+
+def test_each_image_has_its_own_reproducible_noise_stream():
+    a = torch.randn(5, generator=image_generator(0, 17, 'cpu'))
+    b = torch.randn(5, generator=image_generator(0, 17, 'cpu'))
+    c = torch.randn(5, generator=image_generator(0, 18, 'cpu'))
+    d = torch.randn(5, generator=image_generator(1, 17, 'cpu'))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c) and not torch.equal(a, d)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        Smooth(nn.Identity(), 2, 0.0, 'cpu')
+    with pytest.raises(ValueError):
+        Smooth(nn.Identity(), 2, 0.25, 'cpu', mode='median')
