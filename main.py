@@ -42,6 +42,18 @@ nonneg_float = _number(float, 0.0, what='a number >= 0')
 positive_int = _number(int, 1, what='an integer >= 1')
 nonneg_int = _number(int, 0, what='an integer >= 0')
 probability = _number(float, 0.0, 1.0, low_open=True, high_open=True, what='a number strictly between 0 and 1')
+momentum_type = _number(float, 0.0, 1.0, high_open=True, what='a number in [0, 1)')
+
+
+def radius_type(text):
+    """An L2 radius in pixel units of [0, 1] images; `A/B` is accepted, so Salman et al.'s 1/256 units
+    read as they are written there (their `--epsilon 64` is `--epsilon 64/256` = 0.25 here)."""
+    top, slash, bottom = text.partition('/')
+    if slash:
+        value = nonneg_float(top) / positive_float(bottom)
+    else:
+        value = nonneg_float(text)
+    return value
 
 
 def build_parser():
@@ -50,7 +62,12 @@ def build_parser():
     from rs.core import MODES
     p = Parser(description='MACER (Zhai et al., ICLR 2020): train and certify L2-robust classifiers with '
                            'randomized smoothing.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from presets import PRESETS
+    from train import METHODS
     p.add_argument('--task', default='train', choices=('train', 'test'), help='train a model, or certify a checkpoint')
+    p.add_argument('--preset', default=None, choices=sorted(PRESETS),
+                   help='a training row of the paper by name (PAPER.md sections 4, 5, 7): sets the defaults of its '
+                        'flags; flags given on the command line win. See presets.py')
     p.add_argument('--dataset', default='cifar10', choices=DATASETS,
                    help='data set; `digits` is embedded (no download, no --root)')
     p.add_argument('--root', default='data', help='data set folder, in torchvision\'s layout (ImageNet: ROOT/train, ROOT/val)')
@@ -64,6 +81,46 @@ def build_parser():
     p.add_argument('--device', default='auto', help='auto (CUDA when present, else CPU), cpu, cuda or cuda:N')
     p.add_argument('--seed', default=0, type=nonneg_int,
                    help='seed of all randomness; certification noise of test image i comes from (seed, i)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars (log lines and summaries still print)')
+
+    g = p.add_argument_group('training')
+    g.add_argument('--method', default='macer', choices=METHODS,
+                   help='macer (Zhai et al.), gaussian (Cohen et al.: noise augmentation) or smoothadv (Salman et al.)')
+    g.add_argument('--epochs', default=440, type=positive_int, help='number of training epochs')
+    g.add_argument('--batch_size', default=64, type=positive_int,
+                   help='distinct images per optimiser step (each is used in k or m noisy copies)')
+    g.add_argument('--gauss_num', default=None, type=positive_int,
+                   help='k, noisy copies per image: default 16 for macer, 1 for gaussian')
+    g.add_argument('--lr', default=0.01, type=positive_float, help='initial learning rate of SGD')
+    g.add_argument('--momentum', default=0.9, type=momentum_type, help='SGD momentum')
+    g.add_argument('--weight_decay', default=5e-4, type=nonneg_float, help='SGD weight decay')
+    g.add_argument('--lr_milestones', default=[200, 400], type=positive_int, nargs='*',
+                   help='epochs after which the learning rate is multiplied by --lr_factor (the public code drops it '
+                        'one epoch earlier)')
+    g.add_argument('--lr_factor', default=0.1, type=positive_float, help='learning-rate multiplier at each milestone')
+    g.add_argument('--lbd', default=12.0, type=nonneg_float, help='lambda, weight of the MACER robustness loss')
+    g.add_argument('--lbd_after', default=0, type=nonneg_int,
+                   help='lambda is 0 for the first LBD_AFTER epochs, then --lbd (the "dynamic" lambda of sigma 1.00: '
+                        'the first lr milestone)')
+    g.add_argument('--gamma', default=8.0, type=positive_float, help='MACER hinge on xi (radius sigma * gamma / 2)')
+    g.add_argument('--num_noise_vec', default=1, type=positive_int,
+                   help='SmoothAdv: m, noise draws per image shared by the attack and the training step')
+    g.add_argument('--epsilon', default=0.25, type=radius_type,
+                   help='SmoothAdv: L2 radius of the attack in pixel units of [0, 1] images; A/B is accepted '
+                        '(Salman et al. give it in 1/256 units: their 64 is 64/256 = 0.25)')
+    g.add_argument('--num_steps', default=10, type=positive_int, help='SmoothAdv: PGD steps T')
+    g.add_argument('--warmup', default=1, type=positive_int,
+                   help='SmoothAdv: epochs over which epsilon grows linearly to --epsilon')
+    g.add_argument('--normalize', action='store_true',
+                   help="put Cohen's input normalisation (cifar10 or imagenet statistics) in front of the model, "
+                        "as Cohen's and Salman's models; MACER models have none")
+    g.add_argument('--workers', default=None, type=nonneg_int,
+                   help='data-loading processes (default: 0 for digits, 4 otherwise)')
+    g.add_argument('--save_every', default=1, type=positive_int,
+                   help='write --ckptdir/latest.pth every SAVE_EVERY epochs (and at the last and certified epochs)')
+    g.add_argument('--cert_from', default=200, type=positive_int,
+                   help='certify (hard mode, into --matdir) after epoch CERT_FROM ...')
+    g.add_argument('--cert_every', default=20, type=positive_int, help='... and every CERT_EVERY epochs after it')
 
     g = p.add_argument_group('smoothing (training and certification)')
     g.add_argument('--sigma', default=0.25, type=positive_float, help='standard deviation of the Gaussian noise, in pixel units of [0, 1] images')
@@ -80,7 +137,8 @@ def build_parser():
     g.add_argument('--mode', default=None, choices=MODES,
                    help='hard (Clopper-Pearson), soft (Bernstein) or both; default: both for --task test, hard during training')
     g.add_argument('--name', default=None,
-                   help='name of the result files in --matdir (default: the checkpoint\'s epoch, as the original)')
+                   help='--task test: name of the result files in --matdir (default: the checkpoint\'s epoch, as '
+                        'the original); certifications during training are named by their epoch')
     return p
 
 
@@ -131,63 +189,116 @@ def given(path):
     return None if path in (None, '', NONE) else path
 
 
+def resolve(args):
+    """Fill the defaults that depend on other flags and check what single flags cannot."""
+    from common import UsageError, writable_dir
+    from model import DEFAULT_ARCH, NORMALIZATION
+    args.resume_ckpt, args.ckptdir, args.matdir = given(args.resume_ckpt), given(args.ckptdir), given(args.matdir)
+    args.arch = args.arch or DEFAULT_ARCH[args.dataset]
+    check_fit(args.arch, args.dataset)
+    if args.gauss_num is None:
+        args.gauss_num = 16 if args.method == 'macer' else 1
+    if args.workers is None:
+        args.workers = 0 if args.dataset == 'digits' else 4
+    if args.mode is None:
+        args.mode = 'both' if args.task == 'test' else 'hard'
+    if args.normalize and args.dataset not in NORMALIZATION:
+        raise UsageError(f'--normalize: there are no normalisation statistics for {args.dataset} '
+                         f'(only {", ".join(NORMALIZATION)}); leave --normalize out')
+    if args.lr_milestones != sorted(set(args.lr_milestones)):
+        raise UsageError(f'--lr_milestones {" ".join(map(str, args.lr_milestones))} must increase strictly')
+    for flag in ('ckptdir', 'matdir'):
+        if getattr(args, flag) is not None:
+            writable_dir(getattr(args, flag), f'--{flag}')
+    return args
+
+
 def run_test(args, device):
     """`--task test`: certify a checkpoint on the chosen test images (PAPER.md section 6)."""
-    from checkpoint import fit_model, read_checkpoint, state_digest
-    from common import UsageError, writable_dir
-    from data import NUM_CLASSES, get_dataset
-    from model import DEFAULT_ARCH
-    from rs.certify import ResultFiles, certify_dataset, modes_of, print_summary
+    from checkpoint import fit_model, read_checkpoint
+    from common import UsageError
+    from data import NUM_CLASSES
 
-    if given(args.resume_ckpt) is None:
+    if args.resume_ckpt is None:
         raise UsageError('--task test certifies a checkpoint: give it with --resume_ckpt FILE')
-    arch = args.arch or DEFAULT_ARCH[args.dataset]
-    check_fit(arch, args.dataset)
     ckpt = read_checkpoint(args.resume_ckpt)
-    why = f'--arch {args.arch}' if args.arch else f'--dataset {args.dataset}'
-    model = fit_model(ckpt, arch, NUM_CLASSES[args.dataset], why).to(device).eval()
-    matdir = given(args.matdir)
-    if matdir is not None:
-        writable_dir(matdir, '--matdir')
-    dataset = get_dataset(args.dataset, args.root, 'test', download=not args.no_download)
-    indices = test_indices(len(dataset), args.start_img, args.num_img, args.skip, args.dataset)
-    mode = args.mode or 'both'
+    why = f'--arch {args.arch}' if args.arch_given else f'--dataset {args.dataset}'
+    model = fit_model(ckpt, args.arch, NUM_CLASSES[args.dataset], why).to(device).eval()
+    certifier = Certifier(args, device)
     name = args.name if args.name is not None else ckpt.epoch
-    files = ResultFiles(matdir, name, modes_of(mode)) if matdir is not None else None
-    identity = certification_identity(args, model, mode, device)
-    record = dict(vars(args), task='test', arch=arch, mode=mode, checkpoint_kind=ckpt.kind,
-                  checkpoint_epoch=ckpt.epoch, normalization=ckpt.normalization, command=sys.argv)
-    print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {arch}'
-          f'{", normalised inputs" if ckpt.normalization else ""}) on {len(indices)} {args.dataset} test images, '
-          f'sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {mode}, device {device}',
-          flush=True)
-    radii = certify_dataset(model, dataset, indices, num_classes=NUM_CLASSES[args.dataset], sigma=args.sigma,
-                            mode=mode, beta=args.beta, N0=args.N0, N=args.N, alpha=args.alpha,
-                            batch=args.certify_batch, seed=args.seed, device=device, files=files,
-                            identity=identity, record=record)
-    print_summary(radii)
-    if files is not None:
-        print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.json}')
+    print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
+          f'{", normalised inputs" if ckpt.normalization else ""}) on {len(certifier.indices)} {args.dataset} test '
+          f'images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}, '
+          f'device {device}', flush=True)
+    certifier(model, name, extra={'checkpoint_kind': ckpt.kind, 'checkpoint_epoch': ckpt.epoch,
+                                  'normalization': ckpt.normalization})
 
 
-def certification_identity(args, model, mode, device):
-    """What determines a certification's numbers: a resumed run must match all of it."""
-    from checkpoint import state_digest
-    return {'model_sha256': state_digest(model), 'dataset': args.dataset, 'start_img': args.start_img,
-            'num_img': args.num_img, 'skip': args.skip, 'sigma': args.sigma, 'mode': mode, 'beta': args.beta,
-            'N0': args.N0, 'N': args.N, 'alpha': args.alpha, 'certify_batch': args.certify_batch,
-            'seed': args.seed, 'device': device.type}
+class Certifier:
+    """`--task test`'s certification with the arguments of this run, for any model and result name.
+
+    The test set and the image indices are checked when it is made, so a training run with a bad
+    certification flag stops before its first epoch, not after it.
+    """
+
+    def __init__(self, args, device):
+        from data import get_dataset
+        self.args, self.device = args, device
+        self.dataset = get_dataset(args.dataset, args.root, 'test', download=not args.no_download)
+        self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset)
+
+    def __call__(self, model, name, extra=None):
+        from data import NUM_CLASSES
+        from rs.certify import ResultFiles, certification_identity, certify_dataset, modes_of, print_summary
+        a = self.args
+        files = ResultFiles(a.matdir, name, modes_of(a.mode)) if a.matdir is not None else None
+        record = dict(vars(a), command=sys.argv, **(extra or {}))
+        radii = certify_dataset(model, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
+                                sigma=a.sigma, mode=a.mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
+                                batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
+                                identity=certification_identity(a, model, a.mode, self.device), record=record,
+                                progress=not a.quiet)
+        print_summary(radii)
+        if files is not None:
+            print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.json}', flush=True)
+        return radii
+
+
+def run_train(args, device):
+    """`--task train`: train with --method, certifying on the schedule when --matdir is given."""
+    from train import run_training
+    certifier = Certifier(args, device) if args.matdir is not None else None
+
+    def certify_epoch(model, epoch):
+        if certifier is not None:
+            print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N})',
+                  flush=True)
+            certifier(model, epoch, extra={'epoch': epoch})
+    run_training(args, device, certify_epoch)
+
+
+def parse_args(argv=None):
+    """Two passes: the first finds --preset, whose values become defaults for the second."""
+    from presets import PRESETS
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.preset is not None:
+        parser.set_defaults(**PRESETS[first.preset])
+    args = parser.parse_args(argv)
+    args.arch_given = args.arch is not None
+    return args
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     from common import UsageError
     try:
+        resolve(args)
         device = pick_device(args.device)
         if args.task == 'test':
             run_test(args, device)
         else:
-            raise UsageError('--task train is not available yet')
+            run_train(args, device)
     except UsageError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

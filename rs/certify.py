@@ -41,6 +41,15 @@ class ResultFiles:
         return [self.json, self.mat, *self.logs.values()]
 
 
+def certification_identity(args, model, mode, device):
+    """What determines a certification's numbers: a resumed run must match all of it."""
+    from checkpoint import state_digest
+    return {'model_sha256': state_digest(model), 'dataset': args.dataset, 'start_img': args.start_img,
+            'num_img': args.num_img, 'skip': args.skip, 'sigma': args.sigma, 'mode': mode, 'beta': args.beta,
+            'N0': args.N0, 'N': args.N, 'alpha': args.alpha, 'certify_batch': args.certify_batch,
+            'seed': args.seed, 'device': device.type}
+
+
 def modes_of(mode):
     return ('hard', 'soft') if mode == 'both' else (mode,)
 

@@ -1,0 +1,60 @@
+"""The two methods MACER is compared with (PAPER.md section 5), in the shape of `macer.macer_loss`.
+
+- Gaussian augmentation (Cohen et al. 2019): cross-entropy on noisy copies.
+- SmoothAdv (Salman et al. 2019): PGD against the smoothed soft classifier, then cross-entropy
+  on all m noisy copies of the adversarial point, with the noise of the attack.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def gaussian_loss(logits, targets):
+    """Cross-entropy averaged over every noisy copy: returns `(loss, classification, robustness)`.
+
+    logits: [n, k, C] for k noisy copies of each of n images; targets: [n]. Cohen et al. 2019
+    train on one copy per image (k = 1); SmoothAdv's training step is this loss on its m copies
+    (Salman et al.'s `--train-multi-noise`). The robustness part is 0.
+    """
+    n, k, C = logits.shape
+    ce = F.cross_entropy(logits.reshape(n * k, C).float(), targets.repeat_interleave(k))
+    return ce, ce.detach(), torch.zeros((), device=logits.device)
+
+
+def smoothadv_attack(model, x, targets, noise, *, epsilon, num_steps):
+    """Salman et al. 2019, SmoothAdv with PGD (L2) on the Monte-Carlo soft smoothed classifier.
+
+    x: [n, C, H, W] in [0, 1]; targets: [n]; noise: [n, m, C, H, W], the noise d_1..d_m that the
+    training step uses too. Finds delta, one per image and shared by its m copies, that maximises
+        -log(mean_m softmax(f(x + delta + d_m))[y])
+    subject to ||delta||_2 <= epsilon and x + delta in [0, 1]. delta starts at 0; each of
+    `num_steps` steps moves it by 2 * epsilon / num_steps along the gradient normalised to unit L2
+    norm per image (a zero gradient is replaced by a random unit direction, where Salman's code
+    uses an unnormalised one), clamps x + delta to [0, 1], then projects delta onto the epsilon
+    ball. The model is in eval mode during the attack and gets its mode back after.
+
+    Returns the adversarial images x + delta, detached.
+    """
+    if epsilon <= 0 or num_steps <= 0:
+        return x
+    was_training = model.training
+    model.eval()
+    n, m = noise.shape[:2]
+    unit = (lambda v: v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1)))
+    delta = torch.zeros_like(x, requires_grad=True)
+    step = 2.0 * epsilon / num_steps
+    try:
+        for _ in range(num_steps):
+            logits = model((x + delta).unsqueeze(1).add(noise).flatten(0, 1)).view(n, m, -1)
+            p = F.softmax(logits.float(), dim=2).mean(dim=1)
+            loss = F.nll_loss(torch.log(p.clamp_min(1e-20)), targets, reduction='sum')
+            grad, = torch.autograd.grad(loss, delta)
+            norm = grad.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
+            # random directions drawn every step (not only when needed): no host sync to ask
+            direction = torch.where(norm > 0, grad / norm.clamp_min(1e-30), unit(torch.randn_like(grad)))
+            with torch.no_grad():
+                delta.add_(step * direction)
+                delta.copy_((x + delta).clamp_(0.0, 1.0) - x)
+                delta.copy_(delta.renorm(p=2, dim=0, maxnorm=epsilon))
+    finally:
+        model.train(was_training)
+    return (x + delta).detach()

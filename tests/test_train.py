@@ -1,0 +1,148 @@
+"""The training loop: it learns, it resumes exactly, it certifies on schedule, it refuses to mix runs."""
+import json
+import os
+
+import pytest
+import scipy.io as sio
+import torch
+
+import main
+from conftest import run_main, snapshot
+from presets import PRESETS, describe
+from train import epsilon_at, is_cert_epoch, lambda_at
+
+FAST = ['--dataset', 'digits', '--batch_size', 64, '--lr', 0.05, '--quiet', '--N', 200, '--N0', 50,
+        '--certify_batch', 250]
+
+
+def train(*args):
+    return main.main([str(a) for a in ['--task', 'train', *FAST, *args]])
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)['net']
+
+
+@pytest.mark.parametrize('method,extra', [('macer', ['--gauss_num', 4]),
+                                          ('gaussian', []),
+                                          ('smoothadv', ['--num_noise_vec', 2, '--num_steps', 2, '--warmup', 2])])
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, method, extra):
+    common = ['--method', method, '--lr_milestones', 2, *extra]
+    assert train(*common, '--epochs', 3, '--ckptdir', tmp_path / 'straight') == 0
+    assert train(*common, '--epochs', 1, '--ckptdir', tmp_path / 'stopped') == 0
+    assert train(*common, '--epochs', 3, '--ckptdir', tmp_path / 'stopped',
+                 '--resume_ckpt', tmp_path / 'stopped' / 'latest.pth') == 0
+    a, b = weights(tmp_path / 'straight' / 'latest.pth'), weights(tmp_path / 'stopped' / 'latest.pth')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ca = torch.load(tmp_path / 'straight' / 'latest.pth', weights_only=True)
+    cb = torch.load(tmp_path / 'stopped' / 'latest.pth', weights_only=True)
+    assert ca['scheduler'] == cb['scheduler'] and ca['scheduler']['last_epoch'] == 3
+    assert cb['optimizer']['param_groups'][0]['lr'] == pytest.approx(0.005)  # dropped after epoch 2
+    # the log is the same, epoch for epoch, but for the time taken
+    def log(p):
+        return [{k: v for k, v in json.loads(line).items() if k not in ('seconds', 'noisy_images_per_second')}
+                for line in (p / 'log.jsonl').read_text().splitlines()]
+    assert log(tmp_path / 'straight') == log(tmp_path / 'stopped') and len(log(tmp_path / 'stopped')) == 3
+
+
+def test_a_few_epochs_raise_certified_accuracy(tmp_path, capsys):
+    from model import LeNet
+    torch.manual_seed(0)  # the untrained model is the training run's starting point (same seed)
+    torch.save({'net': LeNet().state_dict(), 'epoch': 0}, tmp_path / 'untrained.pth')
+    cert = ['--task', 'test', '--dataset', 'digits', '--mode', 'hard', '--start_img', 0, '--num_img', 60,
+            '--N0', 50, '--N', 300, '--quiet']
+    assert main.main([str(a) for a in cert + ['--resume_ckpt', tmp_path / 'untrained.pth', '--matdir', tmp_path]]) == 0
+    assert train('--epochs', 4, '--gauss_num', 8, '--lbd', 4, '--ckptdir', tmp_path / 'ck') == 0
+    assert main.main([str(a) for a in cert + ['--resume_ckpt', tmp_path / 'ck' / 'latest.pth',
+                                              '--matdir', tmp_path]]) == 0
+    before, after = sio.loadmat(tmp_path / '0.mat')['hard'][0], sio.loadmat(tmp_path / '4.mat')['hard'][0]
+    assert (before >= 0).mean() < 0.2
+    assert (after >= 0).mean() > (before >= 0).mean() + 0.4
+    assert (after.clip(0).mean()) > before.clip(0).mean()
+
+
+def test_the_certification_schedule_writes_the_expected_files(tmp_path):
+    assert train('--epochs', 5, '--gauss_num', 2, '--cert_from', 2, '--cert_every', 2, '--save_every', 2,
+                 '--start_img', 10, '--num_img', 6, '--skip', 3, '--ckptdir', tmp_path / 'ck',
+                 '--matdir', tmp_path / 'mat') == 0
+    assert sorted(os.listdir(tmp_path / 'ck')) == ['2.pth', '4.pth', 'latest.pth', 'log.jsonl']
+    assert sorted(os.listdir(tmp_path / 'mat')) == ['2.hard.tsv', '2.json', '2.mat', '4.hard.tsv', '4.json', '4.mat']
+    assert torch.load(tmp_path / 'ck' / 'latest.pth', weights_only=True)['epoch'] == 5
+    mat = sio.loadmat(tmp_path / 'mat' / '4.mat')
+    assert set(k for k in mat if not k.startswith('__')) == {'hard'} and mat['hard'].shape == (1, 6)
+    summary = json.loads((tmp_path / 'mat' / '4.json').read_text())
+    assert summary['status'] == 'complete' and summary['args']['epoch'] == 4 and summary['identity']['mode'] == 'hard'
+    log = [json.loads(line) for line in (tmp_path / 'ck' / 'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in log] == [1, 2, 3, 4, 5]
+    assert set(log[0]) >= {'epoch', 'lr', 'classification', 'robustness', 'train_acc_noise', 'seconds', 'lambda'}
+
+
+def test_resume_refuses_other_arguments_and_a_fresh_run_refuses_a_used_ckptdir(tmp_path):
+    assert train('--epochs', 1, '--gauss_num', 2, '--ckptdir', tmp_path) == 0
+    before = snapshot(tmp_path)
+    r = run_main('--task', 'train', *FAST, '--epochs', 2, '--gauss_num', 2, '--ckptdir', tmp_path,
+                 '--resume_ckpt', tmp_path / 'latest.pth', '--sigma', 0.5)
+    assert r.returncode == 2 and '--sigma 0.25 there, 0.5 now' in r.stderr and r.stderr.count('\n') == 1
+    r = run_main('--task', 'train', *FAST, '--epochs', 2, '--gauss_num', 2, '--ckptdir', tmp_path)
+    assert r.returncode == 2 and 'already holds a run' in r.stderr and r.stderr.count('\n') == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_from_the_original_macer_format(tmp_path):
+    from model import LeNet
+    torch.save({'net': LeNet().state_dict(), 'epoch': 2}, tmp_path / 'orig.pth')
+    assert train('--epochs', 3, '--gauss_num', 2, '--lr_milestones', 1, '--ckptdir', tmp_path / 'ck',
+                 '--resume_ckpt', tmp_path / 'orig.pth') == 0
+    c = torch.load(tmp_path / 'ck' / 'latest.pth', weights_only=True)
+    assert c['epoch'] == 3 and c['history'][0]['epoch'] == 3 and c['history'][0]['lr'] == pytest.approx(0.005)
+
+
+def test_schedules():
+    assert [lambda_at(e, 12.0, 200) for e in (1, 200, 201, 440)] == [0.0, 0.0, 12.0, 12.0]
+    assert [lambda_at(e, 12.0, 0) for e in (1, 2)] == [12.0, 12.0]
+    assert [epsilon_at(e, 1.0, 10) for e in (1, 5, 10, 11)] == [0.1, 0.5, 1.0, 1.0]
+    assert [e for e in range(1, 441) if is_cert_epoch(e, 200, 20)] == list(range(200, 441, 20))
+
+
+# PAPER.md section 4 (and 5 for the baselines), transcribed: the presets must say the same
+PAPER_SECTION_4 = {
+    'cifar10': dict(epochs=440, lr=0.01, lr_milestones=[200, 400], gauss_num=16, gamma=8.0, beta=16.0),
+    'svhn': dict(epochs=440, lr=0.01, lr_milestones=[200, 400], gauss_num=16, gamma=8.0, beta=16.0, lbd=12.0),
+    'mnist': dict(epochs=440, lr=0.01, lr_milestones=[200, 400], gauss_num=16, gamma=8.0, beta=16.0, lbd=16.0),
+    'imagenet': dict(epochs=120, lr=0.1, lr_milestones=[30, 60, 90], gauss_num=2, gamma=8.0, beta=16.0),
+}
+CIFAR_LAMBDA = {'0.25': (12.0, 0), '0.50': (4.0, 0), '1.00': (12.0, 200)}
+
+
+def test_presets_follow_the_paper():
+    for name, p in PRESETS.items():
+        dataset, method = name.split('-')[:2]
+        if method == 'macer':
+            expected = dict(PAPER_SECTION_4[dataset])
+            if name.endswith('-150ep'):
+                expected.update(epochs=150, lr_milestones=[60, 120])
+            assert {k: p[k] for k in expected} == expected, name
+            assert p['momentum'] == 0.9 and p['method'] == 'macer'
+            if dataset in ('cifar10', 'svhn', 'mnist'):
+                assert p['batch_size'] == 64 and p['weight_decay'] == 5e-4
+        assert p['dataset'] == dataset and p['sigma'] == float(name.split('-')[2])
+    for s in ('0.25', '0.50', '1.00'):
+        p = PRESETS[f'cifar10-macer-{s}']
+        assert (p['lbd'], p.get('lbd_after', 0)) == CIFAR_LAMBDA[s]
+        c = PRESETS[f'cifar10-cohen-{s}']
+        assert (c['method'], c['gauss_num'], c['lr'], c['weight_decay'], c['batch_size'], c['epochs'],
+                c['lr_milestones'], c['normalize']) == ('gaussian', 1, 0.1, 1e-4, 400, 90, [30, 60], True)
+        a = PRESETS[f'cifar10-salman-{s}']
+        m, eps = (8, 1.0) if s == '0.25' else (2, 2.0)
+        assert (a['method'], a['num_steps'], a['num_noise_vec'], a['epsilon'], a['epochs'], a['lr'],
+                a['lr_milestones'], a['warmup'], a['batch_size'] * a['num_noise_vec']) == \
+            ('smoothadv', 10, m, eps, 150, 0.1, [50, 100], 10, 256)
+    assert PRESETS['imagenet-macer-0.25']['lbd'] == 6.0
+    assert '--lbd_after 200' in describe('cifar10-macer-1.00')
+
+
+def test_a_preset_sets_defaults_and_flags_win():
+    args = main.parse_args(['--preset', 'cifar10-salman-0.25', '--epochs', '3'])
+    assert (args.method, args.num_noise_vec, args.epsilon, args.epochs, args.normalize) == \
+        ('smoothadv', 8, 1.0, 3, True)
+    assert main.parse_args(['--epsilon', '64/256']).epsilon == 0.25

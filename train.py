@@ -1,0 +1,274 @@
+"""Training: MACER (Algorithm 1), Gaussian augmentation and SmoothAdv behind one loop.
+
+`run_training` owns the epoch loop: build or resume the run, then per epoch `train_one_epoch`,
+the learning-rate step, a log line, a checkpoint and, on the certification schedule, `--task
+test`'s certification of the model in hard mode. Checkpoints hold everything needed to continue
+exactly (model, optimiser, scheduler, epoch, RNG states, arguments, the log so far) and are
+written atomically.
+"""
+import json
+import os
+import random
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from baselines import gaussian_loss, smoothadv_attack
+from checkpoint import FORMAT, fit_model, read_checkpoint, save_checkpoint
+from common import UsageError, atomic_write_text
+from data import NUM_CLASSES, get_dataset
+from macer import macer_loss
+from model import base_network, build_model
+
+METHODS = ('macer', 'gaussian', 'smoothadv')
+
+# the arguments that make a run what it is: resuming with any of them changed would silently
+# train a different model, so it is refused (--epochs, the certification and I/O flags may change)
+IDENTITY = ('method', 'dataset', 'arch', 'normalize', 'sigma', 'lbd', 'lbd_after', 'gamma', 'beta', 'gauss_num',
+            'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'batch_size', 'lr', 'momentum', 'weight_decay',
+            'lr_milestones', 'lr_factor', 'seed')
+
+LOG_NAME = 'log.jsonl'
+LATEST = 'latest.pth'
+
+
+class Diverged(UsageError):
+    """The loss became NaN or infinite."""
+
+
+def lambda_at(epoch, lbd, lbd_after):
+    """lambda of epoch `epoch` (1-based): 0 for the first `lbd_after` epochs, then `lbd` (the "dynamic" lambda)."""
+    return 0.0 if epoch <= lbd_after else lbd
+
+
+def epsilon_at(epoch, epsilon, warmup):
+    """SmoothAdv's attack radius in epoch `epoch` (1-based): min(eps, epoch * eps / warmup) (PAPER.md section 5)."""
+    return min(epsilon, epoch * epsilon / warmup)
+
+
+def is_cert_epoch(epoch, cert_from, cert_every):
+    """The public code's schedule, generalised: epochs cert_from, cert_from + cert_every, ..."""
+    return epoch >= cert_from and (epoch - cert_from) % cert_every == 0
+
+
+def training_step(model, x, y, *, method, epoch, args):
+    """One minibatch of any method: returns `(loss, classification, robustness, logits [n, k, C])`.
+
+    MACER: k = --gauss_num noisy copies, `macer_loss`. Gaussian: k copies (1 by default),
+    cross-entropy. SmoothAdv: m = --num_noise_vec noise draws, the PGD attack on them, then
+    cross-entropy on x_adv + d_1..d_m with the same draws.
+    """
+    n = x.shape[0]
+    k = args.num_noise_vec if method == 'smoothadv' else args.gauss_num
+    # noise is drawn on the device: no host-side tensor of n * k images
+    noise = torch.randn((n, k, *x.shape[1:]), device=x.device, dtype=x.dtype).mul_(args.sigma)
+    if method == 'smoothadv':
+        x = smoothadv_attack(model, x, y, noise, epsilon=epsilon_at(epoch, args.epsilon, args.warmup),
+                             num_steps=args.num_steps)
+    logits = model((x.unsqueeze(1) + noise).flatten(0, 1)).view(n, k, -1)
+    if method == 'macer':
+        parts = macer_loss(logits, y, sigma=args.sigma, lbd=lambda_at(epoch, args.lbd, args.lbd_after),
+                           gamma=args.gamma, beta=args.beta)
+    else:
+        parts = gaussian_loss(logits, y)
+    return (*parts, logits)
+
+
+def train_one_epoch(model, loader, optimizer, *, epoch, args, device, progress=True):
+    """One pass over `loader`; returns the epoch's means (per image) and its noisy-copy count."""
+    model.train()
+    # running sums stay on the device; they reach the host at the progress-bar updates and at the end
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # classification, robustness, correct copies
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    images = copies = 0
+    bar = tqdm(loader, desc=f'epoch {epoch}/{args.epochs}', unit='batch', leave=False, disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+    for step, (x, y) in enumerate(bar, start=1):
+        # non_blocking with pinned memory lets the copy overlap the previous step's compute
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, classification, robustness, logits = training_step(model, x, y, method=args.method, epoch=epoch,
+                                                                 args=args)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = x.shape[0]
+        images += n
+        copies += logits.shape[0] * logits.shape[1]
+        with torch.no_grad():
+            correct = (logits.argmax(dim=2) == y[:, None]).sum()
+            sums += torch.stack([classification.double() * n, robustness.double() * n, correct.double()])
+            finite &= torch.isfinite(loss)
+        if step % 20 == 0 or step == len(loader):
+            # sync point: one .item() every 20 steps for the bar and the NaN check
+            if not bool(finite):
+                raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (step {step}); the last '
+                               f'good checkpoint is kept: lower --lr (now {args.lr}) or --lbd and resume from it')
+            s = sums.tolist()
+            bar.set_postfix_str(f'cl={s[0] / images:.3f} rl={s[1] / images:.3f} acc={s[2] / copies:.3f}', refresh=False)
+    bar.close()
+    s = sums.tolist()  # the epoch's sync point
+    if not bool(finite):
+        raise Diverged(f'the loss became NaN or infinite in epoch {epoch}; the last good checkpoint is kept: '
+                       f'lower --lr (now {args.lr}) or --lbd and resume from it')
+    return {'classification': s[0] / images, 'robustness': s[1] / images, 'train_acc_noise': s[2] / copies,
+            'noisy_images': copies, 'images': images}
+
+
+def rng_state():
+    state = {'torch': torch.get_rng_state(), 'numpy': _numpy_state(), 'python': random.getstate()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state['torch'])
+    kind, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state['python'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _numpy_state():
+    # as plain values and a tensor: checkpoints are read with weights_only=True
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def _loader(dataset, args, device, shuffle):
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle,
+                                       num_workers=args.workers, pin_memory=device.type == 'cuda',
+                                       persistent_workers=args.workers > 0)
+
+
+def _check_resume(ckpt, args):
+    if ckpt.kind == 'cohen':
+        raise UsageError(f'{ckpt.path} is a Cohen/Salman checkpoint: it can be certified (--task test) but not '
+                         f'resumed; training resumes from this project\'s or the MACER code\'s checkpoints')
+    if ckpt.kind != 'project':
+        return
+    theirs = ckpt.args or {}
+    mine = _jsonable({k: getattr(args, k) for k in IDENTITY})
+    differ = [k for k in IDENTITY if k in theirs and theirs[k] != mine[k]]
+    if differ:
+        shown = ', '.join(f'--{k} {theirs[k]} there, {mine[k]} now' for k in differ[:3])
+        raise UsageError(f'{ckpt.path} was trained with other arguments ({shown}); resume with the same '
+                         f'arguments (--epochs may grow), or start a new run in another --ckptdir')
+
+
+def _check_ckptdir(ckptdir, resume_epoch):
+    """Never overwrite the newer checkpoint of another (or a later) run."""
+    latest = os.path.join(ckptdir, LATEST)
+    if not os.path.exists(latest):
+        return
+    try:
+        epoch = read_checkpoint(latest).epoch
+    except UsageError:
+        epoch = None
+    if resume_epoch is None:
+        raise UsageError(f'--ckptdir {ckptdir} already holds a run ({LATEST}, epoch {epoch}); resume it with '
+                         f'--resume_ckpt {latest}, or choose another --ckptdir')
+    if epoch is None or epoch > resume_epoch:
+        raise UsageError(f'--ckptdir {ckptdir} holds {LATEST} at epoch {epoch}, newer than the checkpoint resumed '
+                         f'(epoch {resume_epoch}); resume from {latest}, or choose another --ckptdir')
+
+
+def run_training(args, device, certify_epoch):
+    """`--task train`: build or resume the run, then train to `--epochs`.
+
+    `certify_epoch(model, epoch)` certifies the model after the epochs of the schedule
+    (main.py passes `--task test`'s certification, in hard mode).
+    """
+    num_classes = NUM_CLASSES[args.dataset]
+    normalization = args.dataset if args.normalize else None
+    history, start = [], 0
+    ckpt = read_checkpoint(args.resume_ckpt) if args.resume_ckpt else None
+    if ckpt is not None:
+        _check_resume(ckpt, args)
+    if args.ckptdir:
+        _check_ckptdir(args.ckptdir, None if ckpt is None else ckpt.epoch)
+    # the training set is read before anything is written
+    train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
+
+    if ckpt is None:
+        torch.manual_seed(args.seed)
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        model = build_model(args.arch, num_classes, normalization)
+    else:
+        model = fit_model(ckpt, args.arch, num_classes, f'--dataset {args.dataset}')
+        if ckpt.kind == 'macer' and args.normalize:
+            raise UsageError(f'{ckpt.path} is a MACER checkpoint, trained without --normalize; drop --normalize')
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=args.lr_factor)
+    if ckpt is not None:
+        start = ckpt.epoch
+        if ckpt.kind == 'project':
+            optimizer.load_state_dict(ckpt.content['optimizer'])
+            scheduler.load_state_dict(ckpt.content['scheduler'])
+            set_rng_state(ckpt.content['rng'])
+            history = list(ckpt.content.get('history', []))
+        else:
+            # the public code's checkpoints hold weights and epoch only: the lr follows the schedule,
+            # the momentum buffers start from zero
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                for _ in range(start):
+                    scheduler.step()
+            torch.manual_seed(args.seed + start)
+        print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {start}', flush=True)
+        if is_cert_epoch(start, args.cert_from, args.cert_every):
+            certify_epoch(model, start)  # finishes a certification the stop interrupted (or re-reads it)
+
+    loader = _loader(train_set, args, device, shuffle=True)
+    if start >= args.epochs:
+        print(f'==> nothing to train: the checkpoint is at epoch {start} of --epochs {args.epochs}')
+        return model
+    print(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, batch {args.batch_size}, '
+          f'{"k" if args.method != "smoothadv" else "m"} = '
+          f'{args.num_noise_vec if args.method == "smoothadv" else args.gauss_num}, sigma {args.sigma}) '
+          f'on {device}, epochs {start + 1}..{args.epochs}', flush=True)
+    for epoch in range(start + 1, args.epochs + 1):
+        lr = optimizer.param_groups[0]['lr']
+        t0 = time.perf_counter()
+        stats = train_one_epoch(model, loader, optimizer, epoch=epoch, args=args, device=device,
+                                progress=not args.quiet)
+        seconds = time.perf_counter() - t0
+        scheduler.step()
+        record = {'epoch': epoch, 'lr': lr, 'classification': stats['classification'],
+                  'robustness': stats['robustness'], 'train_acc_noise': stats['train_acc_noise'],
+                  'seconds': seconds, 'noisy_images_per_second': stats['noisy_images'] / seconds}
+        if args.method == 'macer':
+            record['lambda'] = lambda_at(epoch, args.lbd, args.lbd_after)
+        if args.method == 'smoothadv':
+            record['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
+        history.append(record)
+        print(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {record["classification"]:.4f}  '
+              f'robustness {record["robustness"]:.4f}  acc(noise) {record["train_acc_noise"]:.4f}  '
+              f'{seconds:.1f}s  {record["noisy_images_per_second"]:.0f} noisy img/s', flush=True)
+        certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
+        if args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
+            content = {'format': FORMAT, 'net': base_network(model).state_dict(), 'epoch': epoch, 'arch': args.arch,
+                       'dataset': args.dataset, 'normalization': normalization, 'num_classes': num_classes,
+                       'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+                       'rng': rng_state(), 'args': _jsonable(vars(args)), 'history': history}
+            if certify_now:
+                save_checkpoint(os.path.join(args.ckptdir, f'{epoch}.pth'), content)
+            save_checkpoint(os.path.join(args.ckptdir, LATEST), content)
+            # the log is rewritten from the checkpoint's history: the two never disagree
+            atomic_write_text(os.path.join(args.ckptdir, LOG_NAME),
+                              ''.join(json.dumps(r) + '\n' for r in history))
+        if certify_now:
+            certify_epoch(model, epoch)
+    return model
