@@ -74,7 +74,9 @@ def build_parser():
     p.add_argument('--no_download', action='store_true', help='never try to download a missing data set')
     p.add_argument('--arch', default=None, choices=ARCHS,
                    help='architecture (default: lenet for mnist/digits, resnet110 for cifar10/svhn, resnet50 for imagenet)')
-    p.add_argument('--resume_ckpt', default=NONE, help='checkpoint to certify (test) or to resume from (train)')
+    p.add_argument('--resume_ckpt', default=NONE,
+                   help='checkpoint to certify (test) or to resume from (train); with --task train, `auto` resumes '
+                        'from --ckptdir/latest.pth when it exists and starts afresh otherwise')
     p.add_argument('--ckptdir', default=NONE, help='folder for checkpoints')
     p.add_argument('--matdir', default=NONE,
                    help='folder for result files: NAME.mat, NAME.{hard,soft}.tsv logs and NAME.json')
@@ -219,7 +221,7 @@ def run_test(args, device):
     from common import UsageError
     from data import NUM_CLASSES
 
-    if args.resume_ckpt is None:
+    if args.resume_ckpt in (None, 'auto'):
         raise UsageError('--task test certifies a checkpoint: give it with --resume_ckpt FILE')
     ckpt = read_checkpoint(args.resume_ckpt)
     why = f'--arch {args.arch}' if args.arch_given else f'--dataset {args.dataset}'

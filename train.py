@@ -191,6 +191,11 @@ def run_training(args, device, certify_epoch):
     num_classes = NUM_CLASSES[args.dataset]
     normalization = args.dataset if args.normalize else None
     history, start = [], 0
+    if args.resume_ckpt == 'auto':
+        if not args.ckptdir:
+            raise UsageError('--resume_ckpt auto resumes from --ckptdir/latest.pth: give --ckptdir')
+        latest = os.path.join(args.ckptdir, LATEST)
+        args.resume_ckpt = latest if os.path.exists(latest) else None
     ckpt = read_checkpoint(args.resume_ckpt) if args.resume_ckpt else None
     if ckpt is not None:
         _check_resume(ckpt, args)

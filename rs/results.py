@@ -169,6 +169,7 @@ def format_summary(radii_by_mode, grid=GRID):
         if len(radii_by_mode) > 1:
             lines.append(f'==={mode.capitalize()} certify===')
         for r, number in zip(s['radius'], s['number']):
-            lines.append(f'Radius: {r}  Number: {number}  Acc: {number / s["num_img"] * 100}')
+            # the public code prints number / total * 100; rounded, so 57 of 100 reads 57.0, not 56.99999999999999
+            lines.append(f'Radius: {r}  Number: {number}  Acc: {round(number / s["num_img"] * 100, 10)}')
         lines.append(f'ACR: {s["acr"]}')
     return '\n'.join(lines)

@@ -1,0 +1,149 @@
+"""visualize/: curves and tables from result files, checked against the published logs."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io as sio
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, 'visualize'))
+import plotcurves  # noqa: E402
+
+LOGS = os.environ.get('MACER_CERTIFY_LOGS', os.path.join(ROOT, '..', 'shared', 'reference', 'certify-logs'))
+needs_logs = pytest.mark.skipif(not os.path.isdir(LOGS), reason=f'the published certification logs are not at {LOGS} '
+                                                                  f'(set MACER_CERTIFY_LOGS to their folder)')
+
+# PAPER.md section 7, certified accuracy at r = 0.00 .. 2.25
+PAPER = {
+    ('salman', '0.25'): [0.74, 0.67, 0.57, 0.47, 0, 0, 0, 0, 0, 0],
+    ('salman', '0.50'): [0.50, 0.46, 0.44, 0.40, 0.38, 0.33, 0.29, 0.23, 0, 0],
+    ('salman', '1.00'): [0.45, 0.41, 0.38, 0.35, 0.32, 0.28, 0.25, 0.22, 0.19, 0.17],
+    ('cohen', '0.25'): [0.75, 0.60, 0.43, 0.26, 0, 0, 0, 0, 0, 0],
+    ('cohen', '0.50'): [0.65, 0.54, 0.41, 0.32, 0.23, 0.15, 0.09, 0.04, 0, 0],
+    ('cohen', '1.00'): [0.47, 0.39, 0.34, 0.28, 0.21, 0.17, 0.14, 0.08, 0.05, 0.03],
+}
+
+
+def run(*args):
+    return plotcurves.main([str(a) for a in args])
+
+
+def published_rows(tmp_path, who):
+    files = [os.path.join(LOGS, f'{who}-cifar10-{s}.tsv') for s in ('0.25', '0.50', '1.00')]
+    assert run(*files, '--out', tmp_path / who) == 0
+    lines = (tmp_path / f'{who}.csv').read_text().splitlines()[1:]
+    return {s: [float(v) for v in line.split(',')[1:]] for s, line in zip(('0.25', '0.50', '1.00'), lines)}
+
+
+@needs_logs
+def test_salman_logs_reproduce_the_papers_salman_rows_exactly(tmp_path):
+    rows = published_rows(tmp_path, 'salman')
+    for s, row in rows.items():
+        assert [f'{v:.2f}' for v in row[:10]] == [f'{v:.2f}' for v in PAPER[('salman', s)]], s
+    # the Markdown table prints the same two decimals
+    md = (tmp_path / 'salman.md').read_text()
+    assert '| salman-cifar10-0.50 | 0.50 | 0.46 | 0.44 | 0.40 | 0.38 | 0.33 | 0.29 | 0.23 | 0.00 | 0.00 |' in md
+
+
+@needs_logs
+def test_cohen_logs_behave_as_paper_section_8_says(tmp_path):
+    rows = published_rows(tmp_path, 'cohen')
+    # compared as the table prints them, at two decimals
+    for s in ('0.25', '0.50'):
+        assert np.allclose(np.round(rows[s][:10], 2), PAPER[('cohen', s)], atol=0.01 + 1e-9), s
+    one = np.round(rows['1.00'][:10], 2)
+    assert np.allclose(one[:7], PAPER[('cohen', '1.00')][:7], atol=0.01 + 1e-9)
+    assert (np.abs(one[7:] - PAPER[('cohen', '1.00')][7:]) > 0.01 + 1e-9).all()  # radii >= 1.75 differ
+
+
+def write_tsv(path, rows, time_format='seconds'):
+    with open(path, 'w') as f:
+        f.write('idx\tlabel\tpredict\tradius\tcorrect\ttime\n')
+        for i, (label, predict, radius, correct) in enumerate(rows):
+            t = '1.5' if time_format == 'seconds' else '0:00:01.500000'
+            f.write(f'{i}\t{label}\t{predict}\t{radius}\t{correct}\t{t}\n')
+
+
+def test_semantics_on_small_logs(tmp_path):
+    write_tsv(tmp_path / 'a.tsv', [(1, 1, 0.5, 1),     # certified exactly at 0.5: counts at 0.5
+                                   (2, 3, 0.9, 0),     # wrong with a positive radius: never counts
+                                   (4, -1, 0.0, 0),    # abstained
+                                   (5, 5, 0.0, 1),     # correct with radius 0: counts at 0 only
+                                   (6, 6, 1.3, 1)], time_format='timedelta')
+    sio.savemat(tmp_path / 'b.mat', {'hard': np.array([0.25, -1.0, 0.74]), 'soft': np.array([0.1, 0.2, -1.0])})
+    assert run(tmp_path / 'a.tsv', tmp_path / 'b.mat', '--labels', 'A', 'B,with comma', '--out', tmp_path / 'o') == 0
+    csv = (tmp_path / 'o.csv').read_text().splitlines()
+    assert csv[0] == 'label,0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.25,ACR'
+    a = [float(v) for v in csv[1].split(',')[1:]]
+    assert a[:7] == pytest.approx([3 / 5, 2 / 5, 2 / 5, 1 / 5, 1 / 5, 1 / 5, 0.0])
+    assert a[-1] == pytest.approx((0.5 + 0.0 + 1.3) / 5)
+    assert csv[2].startswith('"B,with comma",')
+    b = [float(v) for v in csv[2].split(',', 2)[2].split(',')]
+    assert b[:4] == pytest.approx([2 / 3, 2 / 3, 1 / 3, 0.0]) and b[-1] == pytest.approx((0.25 + 0.74) / 3)
+    tex = (tmp_path / 'o.tex').read_text()
+    # the best of each column in bold (ties all bold); a column where every row is equal has no best
+    assert 'A & 0.60 & 0.40 & \\textbf{0.40} & \\textbf{0.20} & \\textbf{0.20} & \\textbf{0.20} & 0.00 & 0.00' in tex
+    assert 'B,with comma & \\textbf{0.67} & \\textbf{0.67} & 0.33 & 0.00' in tex
+    png = (tmp_path / 'o.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+    assert (tmp_path / 'o.pdf').read_bytes()[:5] == b'%PDF-'
+    # --mode soft reads the .mat file's soft results
+    assert run(tmp_path / 'b.mat', '--mode', 'soft', '--out', tmp_path / 's') == 0
+    assert (tmp_path / 's.csv').read_text().splitlines()[1].startswith('b,0.6666')
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, capsys):
+    sio.savemat(tmp_path / 'h.mat', {'hard': np.array([0.3])})
+    (tmp_path / 'x.tsv').write_text('a\tb\n1\t2\n')
+    for args, message in (([tmp_path / 'h.mat', '--labels', 'A', 'B'], '2 labels for 1 files'),
+                          ([tmp_path / 'h.mat', '--mode', 'soft'], "no 'soft' results"),
+                          ([tmp_path / 'missing.mat'], 'does not exist'),
+                          ([tmp_path / 'x.tsv'], 'is not a certification log')):
+        assert run(*args, '--out', tmp_path / 'o') == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1
+
+
+def test_runs_without_torch(tmp_path):
+    sio.savemat(tmp_path / 'h.mat', {'hard': np.array([0.3, -1.0])})
+    # a finder that makes `import torch` fail, as on a machine without it
+    blocker = ('import sys, runpy\n'
+               'class NoTorch:\n'
+               '    def find_spec(self, name, path=None, target=None):\n'
+               '        if name == "torch" or name.startswith("torch."):\n'
+               '            raise ModuleNotFoundError("no torch here")\n'
+               'sys.meta_path.insert(0, NoTorch())\n'
+               'sys.argv = sys.argv[1:]\n'
+               'runpy.run_path(sys.argv[0], run_name="__main__")\n'
+               'assert "torch" not in sys.modules\n')
+    r = subprocess.run([sys.executable, '-c', blocker, os.path.join(ROOT, 'visualize', 'plotcurves.py'),
+                        str(tmp_path / 'h.mat'), '--out', str(tmp_path / 'o')], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / 'o.png').exists()
+
+
+@pytest.mark.skipif(any(shutil.which(p) is None for p in ('octave', 'gnuplot', 'gs')),
+                    reason='GNU Octave, gnuplot and Ghostscript are not all installed '
+                           '(apt-get install octave gnuplot-nox ghostscript fonts-freefont-otf)')
+def test_plotcurves_m_under_octave(tmp_path):
+    sio.savemat(tmp_path / 'a.mat', {'hard': np.array([0.2, 0.5, -1.0, 0.9])})
+    sio.savemat(tmp_path / 'b.mat', {'hard': np.array([0.1, -1.0, -1.0, 0.4]), 'soft': np.array([0.0, 0, 0, 0])})
+    # without a display Octave draws through gnuplot and Ghostscript; MATLAB needs none of this
+    script = (f"addpath('{os.path.join(ROOT, 'visualize')}'); "
+              f"toolkits = available_graphics_toolkits(); "
+              f"if any(strcmp(toolkits, 'gnuplot')), graphics_toolkit('gnuplot'); end; "
+              f"plotcurves({{'{tmp_path / 'a.mat'}', '{tmp_path / 'b.mat'}'}}, {{'A', 'B'}}, '{tmp_path / 'o.png'}', 1.0)")
+    r = subprocess.run(['octave', '--no-gui', '--no-window-system', '--quiet', '--eval', script],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    png = (tmp_path / 'o.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 2000
+    import matplotlib.image
+    pixels = matplotlib.image.imread(str(tmp_path / 'o.png'))
+    red = (pixels[..., 0] > 0.8) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
+    blue = (pixels[..., 2] > 0.8) & (pixels[..., 0] < 0.3) & (pixels[..., 1] < 0.3)
+    assert red.sum() > 100 and blue.sum() > 100  # both curves were drawn
