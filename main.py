@@ -63,6 +63,7 @@ def build_parser():
     p = Parser(description='MACER (Zhai et al., ICLR 2020): train and certify L2-robust classifiers with '
                            'randomized smoothing.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     from presets import PRESETS
+    from runtime import MEMORY_FORMATS, PRECISIONS
     from train import METHODS
     p.add_argument('--task', default='train', choices=('train', 'test'), help='train a model, or certify a checkpoint')
     p.add_argument('--preset', default=None, choices=sorted(PRESETS),
@@ -81,6 +82,14 @@ def build_parser():
     p.add_argument('--matdir', default=NONE,
                    help='folder for result files: NAME.mat, NAME.{hard,soft}.tsv logs and NAME.json')
     p.add_argument('--device', default='auto', help='auto (CUDA when present, else CPU), cpu, cuda or cuda:N')
+    p.add_argument('--precision', default='fp32', choices=PRECISIONS,
+                   help='arithmetic of the network: fp32 (the paper\'s), bf16 (autocast, CPU and CUDA) or fp16 '
+                        '(autocast with a gradient scaler, CUDA). Lower precision is faster; its certificates hold '
+                        'for the network as run in that precision')
+    p.add_argument('--memory_format', default='auto', choices=MEMORY_FORMATS,
+                   help='tensor layout: auto is channels_last on CUDA and the default layout on CPU')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the network: faster steps after a compilation of a minute or more')
     p.add_argument('--seed', default=0, type=nonneg_int,
                    help='seed of all randomness; certification noise of test image i comes from (seed, i)')
     p.add_argument('--quiet', action='store_true', help='no progress bars (log lines and summaries still print)')
@@ -142,25 +151,6 @@ def build_parser():
                    help='--task test: name of the result files in --matdir (default: the checkpoint\'s epoch, as '
                         'the original); certifications during training are named by their epoch')
     return p
-
-
-def pick_device(spec):
-    import torch
-    from common import UsageError
-    if spec == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UsageError(f'--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N') from None
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise UsageError(f'--device {spec}: CUDA is not available on this machine; use --device cpu')
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f'--device {spec}: this machine has {torch.cuda.device_count()} CUDA devices')
-    elif device.type != 'cpu':
-        raise UsageError(f'--device {spec}: only cpu and cuda are supported')
-    return device
 
 
 def test_indices(size, start, num, skip, dataset):
@@ -226,14 +216,20 @@ def run_test(args, device):
     ckpt = read_checkpoint(args.resume_ckpt)
     why = f'--arch {args.arch}' if args.arch_given else f'--dataset {args.dataset}'
     model = fit_model(ckpt, args.arch, NUM_CLASSES[args.dataset], why).to(device).eval()
+    runner = make_runner(model, args, device)
     certifier = Certifier(args, device)
     name = args.name if args.name is not None else ckpt.epoch
     print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
           f'{", normalised inputs" if ckpt.normalization else ""}) on {len(certifier.indices)} {args.dataset} test '
           f'images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}, '
           f'device {device}', flush=True)
-    certifier(model, name, extra={'checkpoint_kind': ckpt.kind, 'checkpoint_epoch': ckpt.epoch,
-                                  'normalization': ckpt.normalization})
+    certifier(model, runner, name, extra={'checkpoint_kind': ckpt.kind, 'checkpoint_epoch': ckpt.epoch,
+                                          'normalization': ckpt.normalization})
+
+
+def make_runner(model, args, device):
+    from runtime import Runner
+    return Runner(model, device, args.precision, args.memory_format, args.compile)
 
 
 class Certifier:
@@ -249,13 +245,14 @@ class Certifier:
         self.dataset = get_dataset(args.dataset, args.root, 'test', download=not args.no_download)
         self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset)
 
-    def __call__(self, model, name, extra=None):
+    def __call__(self, model, runner, name, extra=None):
+        """Certify `runner` (the network as run) and name the results; `model` holds its weights."""
         from data import NUM_CLASSES
         from rs.certify import ResultFiles, certification_identity, certify_dataset, modes_of, print_summary
         a = self.args
         files = ResultFiles(a.matdir, name, modes_of(a.mode)) if a.matdir is not None else None
         record = dict(vars(a), command=sys.argv, **(extra or {}))
-        radii = certify_dataset(model, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
+        radii = certify_dataset(runner, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
                                 sigma=a.sigma, mode=a.mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
                                 batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
                                 identity=certification_identity(a, model, a.mode, self.device), record=record,
@@ -271,12 +268,12 @@ def run_train(args, device):
     from train import run_training
     certifier = Certifier(args, device) if args.matdir is not None else None
 
-    def certify_epoch(model, epoch):
+    def certify_epoch(model, runner, epoch):
         if certifier is not None:
             print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N})',
                   flush=True)
-            certifier(model, epoch, extra={'epoch': epoch})
-    run_training(args, device, certify_epoch)
+            certifier(model, runner, epoch, extra={'epoch': epoch})
+    run_training(args, device, lambda model: make_runner(model, args, device), certify_epoch)
 
 
 def parse_args(argv=None):
@@ -294,9 +291,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from common import UsageError
+    from runtime import check_precision, pick_device, resolve_memory_format
     try:
         resolve(args)
         device = pick_device(args.device)
+        check_precision(args.precision, device)
+        args.memory_format = resolve_memory_format(args.memory_format, device)
         if args.task == 'test':
             run_test(args, device)
         else:

@@ -30,7 +30,7 @@ METHODS = ('macer', 'gaussian', 'smoothadv')
 # train a different model, so it is refused (--epochs, the certification and I/O flags may change)
 IDENTITY = ('method', 'dataset', 'arch', 'normalize', 'sigma', 'lbd', 'lbd_after', 'gamma', 'beta', 'gauss_num',
             'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'batch_size', 'lr', 'momentum', 'weight_decay',
-            'lr_milestones', 'lr_factor', 'seed')
+            'lr_milestones', 'lr_factor', 'seed', 'precision')
 
 LOG_NAME = 'log.jsonl'
 LATEST = 'latest.pth'
@@ -78,8 +78,11 @@ def training_step(model, x, y, *, method, epoch, args):
     return (*parts, logits)
 
 
-def train_one_epoch(model, loader, optimizer, *, epoch, args, device, progress=True):
-    """One pass over `loader`; returns the epoch's means (per image) and its noisy-copy count."""
+def train_one_epoch(model, loader, optimizer, scaler, *, epoch, args, device, progress=True):
+    """One pass over `loader`; returns the epoch's means (per image) and its noisy-copy count.
+
+    `model` is the network as run (`runtime.Runner`); `scaler` scales fp16 losses (a no-op otherwise).
+    """
     model.train()
     # running sums stay on the device; they reach the host at the progress-bar updates and at the end
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # classification, robustness, correct copies
@@ -93,8 +96,9 @@ def train_one_epoch(model, loader, optimizer, *, epoch, args, device, progress=T
         loss, classification, robustness, logits = training_step(model, x, y, method=args.method, epoch=epoch,
                                                                  args=args)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         n = x.shape[0]
         images += n
         copies += logits.shape[0] * logits.shape[1]
@@ -182,11 +186,12 @@ def _check_ckptdir(ckptdir, resume_epoch):
                          f'(epoch {resume_epoch}); resume from {latest}, or choose another --ckptdir')
 
 
-def run_training(args, device, certify_epoch):
+def run_training(args, device, make_runner, certify_epoch):
     """`--task train`: build or resume the run, then train to `--epochs`.
 
-    `certify_epoch(model, epoch)` certifies the model after the epochs of the schedule
-    (main.py passes `--task test`'s certification, in hard mode).
+    `make_runner(model)` gives the module that runs the network (`runtime.Runner`: precision,
+    memory format, compilation); `certify_epoch(model, runner, epoch)` certifies it after the
+    epochs of the schedule (main.py passes `--task test`'s certification, in hard mode).
     """
     num_classes = NUM_CLASSES[args.dataset]
     normalization = args.dataset if args.normalize else None
@@ -214,6 +219,9 @@ def run_training(args, device, certify_epoch):
         if ckpt.kind == 'macer' and args.normalize:
             raise UsageError(f'{ckpt.path} is a MACER checkpoint, trained without --normalize; drop --normalize')
     model.to(device)
+    runner = make_runner(model)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=args.lr_factor)
@@ -222,6 +230,8 @@ def run_training(args, device, certify_epoch):
         if ckpt.kind == 'project':
             optimizer.load_state_dict(ckpt.content['optimizer'])
             scheduler.load_state_dict(ckpt.content['scheduler'])
+            if 'scaler' in ckpt.content:
+                scaler.load_state_dict(ckpt.content['scaler'])
             set_rng_state(ckpt.content['rng'])
             history = list(ckpt.content.get('history', []))
         else:
@@ -234,7 +244,7 @@ def run_training(args, device, certify_epoch):
             torch.manual_seed(args.seed + start)
         print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {start}', flush=True)
         if is_cert_epoch(start, args.cert_from, args.cert_every):
-            certify_epoch(model, start)  # finishes a certification the stop interrupted (or re-reads it)
+            certify_epoch(model, runner, start)  # finishes a certification the stop interrupted (or re-reads it)
 
     loader = _loader(train_set, args, device, shuffle=True)
     if start >= args.epochs:
@@ -247,7 +257,7 @@ def run_training(args, device, certify_epoch):
     for epoch in range(start + 1, args.epochs + 1):
         lr = optimizer.param_groups[0]['lr']
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, loader, optimizer, epoch=epoch, args=args, device=device,
+        stats = train_one_epoch(runner, loader, optimizer, scaler, epoch=epoch, args=args, device=device,
                                 progress=not args.quiet)
         seconds = time.perf_counter() - t0
         scheduler.step()
@@ -267,7 +277,8 @@ def run_training(args, device, certify_epoch):
             content = {'format': FORMAT, 'net': base_network(model).state_dict(), 'epoch': epoch, 'arch': args.arch,
                        'dataset': args.dataset, 'normalization': normalization, 'num_classes': num_classes,
                        'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                       'rng': rng_state(), 'args': _jsonable(vars(args)), 'history': history}
+                       'scaler': scaler.state_dict(), 'rng': rng_state(), 'args': _jsonable(vars(args)),
+                       'history': history}
             if certify_now:
                 save_checkpoint(os.path.join(args.ckptdir, f'{epoch}.pth'), content)
             save_checkpoint(os.path.join(args.ckptdir, LATEST), content)
@@ -275,5 +286,5 @@ def run_training(args, device, certify_epoch):
             atomic_write_text(os.path.join(args.ckptdir, LOG_NAME),
                               ''.join(json.dumps(r) + '\n' for r in history))
         if certify_now:
-            certify_epoch(model, epoch)
+            certify_epoch(model, runner, epoch)
     return model

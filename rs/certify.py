@@ -47,7 +47,8 @@ def certification_identity(args, model, mode, device):
     return {'model_sha256': state_digest(model), 'dataset': args.dataset, 'start_img': args.start_img,
             'num_img': args.num_img, 'skip': args.skip, 'sigma': args.sigma, 'mode': mode, 'beta': args.beta,
             'N0': args.N0, 'N': args.N, 'alpha': args.alpha, 'certify_batch': args.certify_batch,
-            'seed': args.seed, 'device': device.type}
+            'seed': args.seed, 'device': device.type, 'precision': args.precision,
+            'memory_format': args.memory_format, 'compile': args.compile}
 
 
 def modes_of(mode):
