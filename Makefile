@@ -13,10 +13,10 @@ $(VENV)/.ready: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# the main job on the embedded `digits` data set (no download): train MACER, certify, write the .mat
+# the main job on the embedded `digits` data set (no download): train Gaussian, MACER and SmoothAdv,
+# certify them on the same images, draw the comparison (reproduce/demo.sh)
 demo: venv
-	$(PY) main.py --task train --preset digits-macer-0.25 --ckptdir runs/demo/macer --matdir runs/demo/macer \
-		--resume_ckpt auto --start_img 0 --num_img 500 --skip 2 --N 10000
+	PYTHON=$(PY) bash reproduce/demo.sh
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -86,8 +86,9 @@ def build_parser():
                    help='arithmetic of the network: fp32 (the paper\'s), bf16 (autocast, CPU and CUDA) or fp16 '
                         '(autocast with a gradient scaler, CUDA). Lower precision is faster; its certificates hold '
                         'for the network as run in that precision')
-    p.add_argument('--memory_format', default='auto', choices=MEMORY_FORMATS,
-                   help='tensor layout: auto is channels_last on CUDA and the default layout on CPU')
+    p.add_argument('--memory_format', default='channels_last', choices=MEMORY_FORMATS,
+                   help='tensor layout of the network: channels_last (faster on CPU and CUDA; same arithmetic up to '
+                        'the order of summation) or contiguous (the public code\'s)')
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the network: faster steps after a compilation of a minute or more')
     p.add_argument('--seed', default=0, type=nonneg_int,
@@ -291,12 +292,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from common import UsageError
-    from runtime import check_precision, pick_device, resolve_memory_format
+    from runtime import check_precision, pick_device
     try:
         resolve(args)
         device = pick_device(args.device)
         check_precision(args.precision, device)
-        args.memory_format = resolve_memory_format(args.memory_format, device)
         if args.task == 'test':
             run_test(args, device)
         else:

@@ -160,6 +160,9 @@ def _check_resume(ckpt, args):
                          f'resumed; training resumes from this project\'s or the MACER code\'s checkpoints')
     if ckpt.kind != 'project':
         return
+    if not all(k in ckpt.content for k in ('optimizer', 'scheduler', 'rng')):
+        raise UsageError(f'{ckpt.path} holds weights only (no optimiser, scheduler or RNG state): certify it with '
+                         f'--task test; training resumes from a --ckptdir/latest.pth')
     theirs = ckpt.args or {}
     mine = _jsonable({k: getattr(args, k) for k in IDENTITY})
     differ = [k for k in IDENTITY if k in theirs and theirs[k] != mine[k]]

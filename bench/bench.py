@@ -1,22 +1,28 @@
-"""Throughput of training and certification, beside the model's plain forward pass.
+"""Throughput of training and certification, beside the model's plain forward pass and the public code's way.
 
-    python bench/bench.py                      # LeNet 28x28 and ResNet-110 32x32, every measurement
-    python bench/bench.py --models lenet --what certify forward --json out.json
+    python bench/bench.py                                    # LeNet 28x28 and ResNet-110 32x32
+    python bench/bench.py --models lenet --settings fp32 bf16 --json bench.json
 
-Each figure is the median over --repeats timed runs after --warmup untimed ones, with the same
-inputs and the same precision (fp32, eager) for every row:
-- forward: the model alone on a batch of --certify_batch random images (inference mode): the
-  ceiling of Monte-Carlo certification;
-- certify: `Smooth` sampling one image N times in batches of --certify_batch (noise drawn on the
-  device, outputs tallied there), in noisy samples per second;
-- train-<method>: one optimiser step of `train.training_step` on --batch_size images, in noisy
-  images per second (every noisy copy counted; SmoothAdv's attack passes are its overhead).
+Every figure is the median over --repeats timed runs after --warmup untimed ones. Each row runs
+in a fresh process (one row's allocations and thread pools do not slow the next), all rows in one
+invocation, so ratios compare like with like. Rows:
+- forward: the network alone on --certify_batch random images (inference mode): the ceiling of
+  Monte-Carlo certification in that setting;
+- certify: `Smooth` sampling one image in batches of --certify_batch (noise drawn and outputs
+  tallied on the device), in noisy samples per second;
+- train-macer / train-gaussian / train-smoothadv: one optimiser step of `train.training_step` on
+  --batch_size images, in noisy images per second (every noisy copy counted);
+- setting `original`: the same work as the public MACER code does it (`bench/original.py`: fp32,
+  eager, default memory format, host-side counting, `.item()` every step).
+Settings: fp32 (the default path), cl (channels_last), bf16 (autocast), compile (torch.compile),
+and their combinations joined by '+', e.g. bf16+cl.
 """
 import argparse
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from types import SimpleNamespace
@@ -24,16 +30,22 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import original  # noqa: E402
 from model import build_model  # noqa: E402
 from rs.core import Smooth  # noqa: E402
+from runtime import Runner  # noqa: E402
 from train import training_step  # noqa: E402
 
 SHAPES = {'lenet': (1, 28, 28), 'resnet110': (3, 32, 32), 'resnet50': (3, 224, 224)}
+NUM_CLASSES = {'lenet': 10, 'resnet110': 10, 'resnet50': 1000}
+WHAT = ('forward', 'certify', 'train-macer', 'train-gaussian', 'train-smoothadv')
+HYPER = dict(sigma=0.25, lbd=12.0, lbd_after=0, gamma=8.0, beta=16.0, epsilon=0.5, warmup=1)
 
 
 def timed(fn, repeats, warmup, device):
-    """Median seconds of fn() over `repeats` runs, after `warmup` untimed ones."""
+    """Median seconds of fn() over `repeats` runs after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -48,84 +60,137 @@ def timed(fn, repeats, warmup, device):
     return statistics.median(times)
 
 
-def bench_forward(model, shape, batch, device, repeats, warmup):
-    x = torch.rand(batch, *shape, device=device)
-
-    def run():
-        with torch.inference_mode():
-            model(x)
-    return batch / timed(run, repeats, warmup, device)
-
-
-def bench_certify(model, shape, batch, samples, device, repeats, warmup):
-    smooth = Smooth(model, 10, 0.25, device, mode='hard')
-    x = torch.rand(*shape, device=device)
-    return samples / timed(lambda: smooth._sample_noise(x, samples, batch), repeats, warmup, device)
+def runner_for(model, setting, device):
+    parts = set(setting.split('+'))
+    unknown = parts - {'fp32', 'bf16', 'fp16', 'cl', 'compile'}
+    if unknown:
+        raise SystemExit(f'unknown setting part(s) {", ".join(sorted(unknown))} in {setting!r}')
+    precision = 'bf16' if 'bf16' in parts else 'fp16' if 'fp16' in parts else 'fp32'
+    return Runner(model, device, precision, 'channels_last' if 'cl' in parts else 'contiguous', 'compile' in parts)
 
 
-def bench_train(model, shape, method, batch, device, repeats, warmup, k, m, steps):
-    args = SimpleNamespace(method=method, sigma=0.25, lbd=12.0, lbd_after=0, gamma=8.0, beta=16.0, gauss_num=k,
-                           num_noise_vec=m, epsilon=0.5, warmup=1, num_steps=steps)
+def measure(name, what, setting, args, device):
+    """(value, unit) of one row; a fresh model each time, so settings do not leak into each other."""
+    torch.manual_seed(0)
+    shape, C = SHAPES[name], NUM_CLASSES[name]
+    model = build_model(name, C).to(device)
+    rep, warm = args.repeats, args.warmup
+    if what in ('forward', 'certify'):
+        model.eval()
+        x = torch.rand(*shape, device=device)
+        samples = args.certify_samples or 4 * args.certify_batch
+        if setting == 'original':
+            if what == 'forward':
+                batch = torch.rand(args.certify_batch, *shape, device=device)
+
+                def fn():
+                    with torch.no_grad():
+                        model(batch)
+                return args.certify_batch / timed(fn, rep, warm, device), 'images/s'
+            return samples / timed(lambda: original.sample_noise(model, x, samples, args.certify_batch, 0.25, C),
+                                   rep, warm, device), 'noisy samples/s'
+        runner = runner_for(model, setting, device).eval()
+        if what == 'forward':
+            batch = torch.rand(args.certify_batch, *shape, device=device)
+
+            def fn():
+                with torch.inference_mode():
+                    runner(batch)
+            return args.certify_batch / timed(fn, rep, warm, device), 'images/s'
+        smooth = Smooth(runner, C, 0.25, device, mode='hard')
+        return samples / timed(lambda: smooth._sample_noise(x, samples, args.certify_batch), rep, warm, device), \
+            'noisy samples/s'
+
+    method = what[len('train-'):]
+    k = {'macer': args.gauss_num, 'gaussian': 1, 'smoothadv': args.num_noise_vec}[method]
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(batch, *shape, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
+    x = torch.rand(args.batch_size, *shape, device=device)
+    y = torch.randint(0, C, (args.batch_size,), device=device)
     model.train()
+    copies = args.batch_size * k
+    if setting == 'original':
+        if method == 'macer':
+            fn = (lambda: original.macer_step(model, optimizer, x, y, sigma=0.25, lbd=12.0, gauss_num=k, beta=16.0,
+                                              gamma=8.0, num_classes=C))
+        elif method == 'gaussian':
+            fn = (lambda: original.gaussian_step(model, optimizer, x, y, sigma=0.25))
+        else:
+            return None, 'noisy images/s'  # the public MACER code has no SmoothAdv
+        return copies / timed(fn, rep, warm, device), 'noisy images/s'
+    runner = runner_for(model, setting, device).train()
+    hyper = SimpleNamespace(method=method, gauss_num=k, num_noise_vec=k, num_steps=args.num_steps, **HYPER)
+    scaler = torch.amp.GradScaler(device.type, enabled='fp16' in setting)
 
-    def run():
-        loss = training_step(model, x, y, method=method, epoch=1, args=args)[0]
+    def fn():
+        loss = training_step(runner, x, y, method=method, epoch=1, args=hyper)[0]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    copies = batch * (m if method == 'smoothadv' else k)
-    return copies / timed(run, repeats, warmup, device)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return copies / timed(fn, rep, warm, device), 'noisy images/s'
+
+
+def run_row(name, what, setting, argv):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, '--row', name, what, setting],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f'{name} {what} {setting} failed:\n{out.stderr}')
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result['value'], result['unit']
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--models', nargs='+', default=['lenet', 'resnet110'], choices=sorted(SHAPES))
-    p.add_argument('--what', nargs='+', default=['forward', 'certify', 'train-macer', 'train-gaussian', 'train-smoothadv'])
+    p.add_argument('--what', nargs='+', default=list(WHAT), choices=WHAT)
+    p.add_argument('--settings', nargs='+', default=['original', 'fp32', 'cl', 'bf16', 'bf16+cl'],
+                   help='original, or fp32 / bf16 / fp16 with cl and compile joined by +')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--certify_batch', type=int, default=1000, help='noisy samples per forward pass')
-    p.add_argument('--certify_samples', type=int, default=None, help='samples per timed certification (default: 4 batches)')
+    p.add_argument('--certify_samples', type=int, default=None, help='samples per timed run (default: 4 batches)')
     p.add_argument('--batch_size', type=int, default=64, help='training images per step')
-    p.add_argument('--gauss_num', type=int, default=16, help='MACER k (Gaussian uses 1)')
+    p.add_argument('--gauss_num', type=int, default=16, help='MACER k')
     p.add_argument('--num_noise_vec', type=int, default=2, help='SmoothAdv m')
     p.add_argument('--num_steps', type=int, default=10, help='SmoothAdv PGD steps')
     p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--warmup', type=int, default=2)
-    p.add_argument('--json', default=None, help='also write the table here')
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--json', default=None, help='also write the results here')
+    p.add_argument('--row', nargs=3, default=None, metavar=('MODEL', 'WHAT', 'SETTING'), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    rows = []
-    for name in args.models:
-        model = build_model(name).to(device)
-        shape = SHAPES[name]
-        for what in args.what:
-            model.eval()
-            if what == 'forward':
-                value = bench_forward(model, shape, args.certify_batch, device, args.repeats, args.warmup)
-                unit = 'images/s'
-            elif what == 'certify':
-                samples = args.certify_samples or 4 * args.certify_batch
-                value = bench_certify(model, shape, args.certify_batch, samples, device, args.repeats, args.warmup)
-                unit = 'noisy samples/s'
-            elif what.startswith('train-'):
-                method = what[len('train-'):]
-                k = args.gauss_num if method == 'macer' else 1
-                value = bench_train(model, shape, method, args.batch_size, device, args.repeats, args.warmup, k,
-                                    args.num_noise_vec, args.num_steps)
-                unit = 'noisy images/s'
-            else:
-                p.error(f'unknown measurement {what}')
-            rows.append({'model': name, 'what': what, 'value': value, 'unit': unit})
-            print(f'{name:10s} {what:16s} {value:12.1f} {unit}', flush=True)
+    if args.row is not None:  # one measurement, in this (fresh) process
+        if device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True
+        value, unit = measure(*args.row, args, device)
+        print(json.dumps({'value': value, 'unit': unit}))
+        return
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
     info = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
-            else platform.processor() or platform.machine(), 'threads': torch.get_num_threads(),
-            'precision': 'fp32', 'torch': torch.__version__, 'repeats': args.repeats, 'warmup': args.warmup,
+            else (platform.processor() or platform.machine()), 'threads': torch.get_num_threads(),
+            'torch': torch.__version__, 'repeats': args.repeats, 'warmup': args.warmup,
             'certify_batch': args.certify_batch, 'batch_size': args.batch_size, 'gauss_num': args.gauss_num,
             'num_noise_vec': args.num_noise_vec, 'num_steps': args.num_steps}
-    print(json.dumps(info))
+    print(' '.join(f'{k}={v}' for k, v in info.items()), flush=True)
+    print(f'{"model":10s} {"measurement":16s} {"setting":12s} {"value":>12s} {"unit":16s} {"vs original":>11s} '
+          f'{"vs forward":>10s}', flush=True)
+    rows = []
+    for name in args.models:
+        for what in args.what:
+            for setting in args.settings:
+                value, unit = run_row(name, what, setting, argv if argv is not None else sys.argv[1:])
+                rows.append({'model': name, 'what': what, 'setting': setting, 'value': value, 'unit': unit})
+                if value is None:
+                    continue
+                base = next((r['value'] for r in rows if r['model'] == name and r['what'] == what
+                             and r['setting'] == 'original' and r['value']), None)
+                fwd = next((r['value'] for r in rows if r['model'] == name and r['what'] == 'forward'
+                            and r['setting'] == setting), None)
+                vs_orig = f'{value / base:.2f}x' if base and setting != 'original' else ''
+                vs_fwd = f'{value / fwd:.3f}' if fwd and what == 'certify' else ''
+                print(f'{name:10s} {what:16s} {setting:12s} {value:12.1f} {unit:16s} {vs_orig:>11s} {vs_fwd:>10s}',
+                      flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'info': info, 'rows': rows}, f, indent=1)
