@@ -38,13 +38,15 @@ def smoothadv_attack(model, x, targets, noise, *, epsilon, num_steps):
         return x
     was_training = model.training
     model.eval()
+    # a runtime.Runner under DDP attacks through its unsynchronised network: no parameter gradients here
+    forward = getattr(model, 'local', model)
     n, m = noise.shape[:2]
     unit = (lambda v: v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1)))
     delta = torch.zeros_like(x, requires_grad=True)
     step = 2.0 * epsilon / num_steps
     try:
         for _ in range(num_steps):
-            logits = model((x + delta).unsqueeze(1).add(noise).flatten(0, 1)).view(n, m, -1)
+            logits = forward((x + delta).unsqueeze(1).add(noise).flatten(0, 1)).view(n, m, -1)
             p = F.softmax(logits.float(), dim=2).mean(dim=1)
             loss = F.nll_loss(torch.log(p.clamp_min(1e-20)), targets, reduction='sum')
             grad, = torch.autograd.grad(loss, delta)

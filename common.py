@@ -48,6 +48,22 @@ def atomic_write(path, write):
     _fsync_dir(folder)
 
 
+def remove_stale_temporaries(folder, prefix=''):
+    """Remove the temporary files `atomic_write` left in `folder` when its process was killed.
+
+    Called when a run starts, before it writes anything, for the files it owns: every temporary in
+    its --ckptdir, those of files named PREFIX* in a --matdir (other runs may be writing there).
+    """
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith('.' + prefix) and name.endswith('.tmp'):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def atomic_write_text(path, text):
     """`atomic_write` for a text file."""
     def write(tmp):
@@ -72,13 +88,13 @@ def _fsync_dir(folder):
 
 def writable_dir(path, flag):
     """Create `path` if needed and check that files can be written there; a UsageError if not."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f'{flag} {path} is a file, not a folder; choose a folder')
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise UsageError(f'{flag} {path}: cannot create the folder ({e.strerror}); '
                          f'choose a folder you can write to') from None
-    if not os.path.isdir(path):
-        raise UsageError(f'{flag} {path} is a file, not a folder; choose a folder')
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f'{flag} {path} is not writable; choose a folder you can write to')
     return path

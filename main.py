@@ -206,7 +206,7 @@ def resolve(args):
     return args
 
 
-def run_test(args, device):
+def run_test(args, device, dist):
     """`--task test`: certify a checkpoint on the chosen test images (PAPER.md section 6)."""
     from checkpoint import fit_model, read_checkpoint
     from common import UsageError
@@ -218,9 +218,10 @@ def run_test(args, device):
     why = f'--arch {args.arch}' if args.arch_given else f'--dataset {args.dataset}'
     model = fit_model(ckpt, args.arch, NUM_CLASSES[args.dataset], why).to(device).eval()
     runner = make_runner(model, args, device)
-    certifier = Certifier(args, device)
+    certifier = Certifier(args, device, dist)
     name = args.name if args.name is not None else ckpt.epoch
-    print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
+    say = print if dist.is_main else (lambda *a, **k: None)
+    say(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
           f'{", normalised inputs" if ckpt.normalization else ""}) on {len(certifier.indices)} {args.dataset} test '
           f'images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}, '
           f'device {device}', flush=True)
@@ -228,9 +229,9 @@ def run_test(args, device):
                                           'normalization': ckpt.normalization})
 
 
-def make_runner(model, args, device):
+def make_runner(model, args, device, dist=None):
     from runtime import Runner
-    return Runner(model, device, args.precision, args.memory_format, args.compile)
+    return Runner(model, device, args.precision, args.memory_format, args.compile, dist)
 
 
 class Certifier:
@@ -240,9 +241,9 @@ class Certifier:
     certification flag stops before its first epoch, not after it.
     """
 
-    def __init__(self, args, device):
+    def __init__(self, args, device, dist):
         from data import get_dataset
-        self.args, self.device = args, device
+        self.args, self.device, self.dist = args, device, dist
         self.dataset = get_dataset(args.dataset, args.root, 'test', download=not args.no_download)
         self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset)
 
@@ -257,24 +258,27 @@ class Certifier:
                                 sigma=a.sigma, mode=a.mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
                                 batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
                                 identity=certification_identity(a, model, a.mode, self.device), record=record,
-                                progress=not a.quiet)
+                                progress=not a.quiet, dist=self.dist)
+        if not self.dist.is_main:
+            return radii
         print_summary(radii)
         if files is not None:
             print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.json}', flush=True)
         return radii
 
 
-def run_train(args, device):
+def run_train(args, device, dist):
     """`--task train`: train with --method, certifying on the schedule when --matdir is given."""
     from train import run_training
-    certifier = Certifier(args, device) if args.matdir is not None else None
+    certifier = Certifier(args, device, dist) if args.matdir is not None else None
 
     def certify_epoch(model, runner, epoch):
         if certifier is not None:
-            print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N})',
-                  flush=True)
+            if dist.is_main:
+                print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N})',
+                      flush=True)
             certifier(model, runner, epoch, extra={'epoch': epoch})
-    run_training(args, device, lambda model: make_runner(model, args, device), certify_epoch)
+    run_training(args, device, lambda model: make_runner(model, args, device, dist), certify_epoch, dist)
 
 
 def parse_args(argv=None):
@@ -292,21 +296,30 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from common import UsageError
-    from runtime import check_precision, pick_device
+    from runtime import Distributed, check_precision, pick_device
+    dist = Distributed()
     try:
+        # under torchrun (WORLD_SIZE > 1) every process joins the job: Gloo on CPU, NCCL on GPUs
+        dist = Distributed.from_environment(args.device)
         resolve(args)
-        device = pick_device(args.device)
+        device = pick_device(args.device, dist)
         check_precision(args.precision, device)
+        if device.type == 'cuda':
+            # input sizes never change: let cuDNN time its convolution algorithms once and keep the fastest
+            import torch
+            torch.backends.cudnn.benchmark = True
         if args.task == 'test':
-            run_test(args, device)
+            run_test(args, device, dist)
         else:
-            run_train(args, device)
+            run_train(args, device, dist)
     except UsageError as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {e}' if dist.is_main else f'error (rank {dist.rank}): {e}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('\ninterrupted: rerun the same command to resume', file=sys.stderr)
         return 130
+    finally:
+        dist.close()
     return 0
 
 

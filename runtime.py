@@ -7,8 +7,10 @@ certificate made with it holds for the model as it is run (inputs rounded to bf1
 network), not for the fp32 model.
 """
 import contextlib
+import os
 
 import torch
+import torch.distributed as torch_dist
 import torch.nn as nn
 
 from common import UsageError
@@ -17,8 +19,82 @@ PRECISIONS = ('fp32', 'bf16', 'fp16')
 MEMORY_FORMATS = ('channels_last', 'contiguous')
 
 
-def pick_device(spec):
-    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; a UsageError otherwise."""
+class Distributed:
+    """This process's place in a torchrun job: rank `rank` of `world` (rank 0 of 1 when run plainly).
+
+    Only what the project needs: a barrier, sums, gathering Python objects, and `on_main`, which
+    runs a step on rank 0 and gives its UsageError (if any) to every rank, so a bad input stops the
+    whole job with one message instead of leaving the other ranks waiting at a barrier.
+    """
+
+    def __init__(self, rank=0, world=1, local_rank=0):
+        self.rank, self.world, self.local_rank = rank, world, local_rank
+
+    @classmethod
+    def from_environment(cls, device_spec):
+        """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*):
+        NCCL between GPUs, Gloo between CPU processes."""
+        world = int(os.environ.get('WORLD_SIZE', '1'))
+        if world <= 1:
+            return cls()
+        rank, local_rank = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
+        cuda = torch.cuda.is_available() and device_spec != 'cpu'
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group('nccl' if cuda else 'gloo')
+        return cls(rank, world, local_rank)
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            torch_dist.barrier()
+
+    def all_reduce_sum(self, tensor):
+        """Sum `tensor` over the ranks, in place (a no-op for one process)."""
+        if self.world > 1:
+            torch_dist.all_reduce(tensor)
+        return tensor
+
+    def gather(self, obj):
+        """[obj of rank 0, obj of rank 1, ...] on every rank."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch_dist.all_gather_object(out, obj)
+        return out
+
+    def on_main(self, step):
+        """Run `step()` on rank 0 only; a UsageError there is raised on every rank."""
+        if self.world == 1:
+            return step()
+        error = None
+        if self.is_main:
+            try:
+                step()
+            except UsageError as e:
+                error = str(e)
+        box = [error]
+        torch_dist.broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            raise UsageError(box[0])
+
+    def close(self):
+        if self.world > 1 and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def pick_device(spec, dist=None):
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; a UsageError otherwise.
+    Under torchrun each rank takes the GPU of its local rank."""
+    if dist is not None and dist.world > 1:
+        if spec in ('auto', 'cuda') and torch.cuda.is_available():
+            return torch.device('cuda', dist.local_rank)
+        if spec in ('auto', 'cpu'):
+            return torch.device('cpu')
     if spec == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
@@ -42,32 +118,43 @@ def check_precision(precision, device):
 
 
 class Runner(nn.Module):
-    """The forward pass as it is executed: autocast, memory format, optional torch.compile.
+    """The forward pass as it is executed: autocast, memory format, DistributedDataParallel, torch.compile.
 
     Always returns float32 logits, so the statistics and losses downstream see one precision.
+    `local(x)` runs the same network without DDP's gradient synchronisation (SmoothAdv's attack
+    differentiates with respect to the input only).
     """
 
-    def __init__(self, model, device, precision='fp32', memory_format='channels_last', compile=False):
+    def __init__(self, model, device, precision='fp32', memory_format='channels_last', compile=False, dist=None):
         super().__init__()
+        device = torch.device(device)
         self.model = model
-        self.device_type = torch.device(device).type
+        self.device_type = device.type
         self.dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
         # channels_last: oneDNN (CPU) and cuDNN tensor cores (CUDA) run these convolutions fastest on
-        # NHWC; measured 2.3x (LeNet) and 1.2-1.5x (ResNet-110) on the forward pass on two CPU cores
+        # NHWC; measured 2.3x (LeNet) and 1.2-1.5x (ResNet-110) on the forward pass on two CPU cores.
+        # Set before DDP wraps the model, whose gradient buckets follow the parameters' layout.
         self.channels_last = memory_format == 'channels_last'
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        synced = model
+        if dist is not None and dist.world > 1:
+            synced = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda'
+                                                         else None)
         # compile fuses the elementwise tail of each layer; it pays off on long runs, costs minutes to start
-        self.forward_fn = torch.compile(model) if compile else model
+        self.forward_fn = torch.compile(synced) if compile else synced
+        self.local_fn = self.forward_fn if synced is model else (torch.compile(model) if compile else model)
 
-    def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-    def forward(self, x):
+    def _run(self, fn, x):
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            out = self.forward_fn(x)
-        return out.float()
+        if self.dtype is None:
+            return fn(x).float()
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return fn(x).float()
+
+    def forward(self, x):
+        return self._run(self.forward_fn, x)
+
+    def local(self, x):
+        return self._run(self.local_fn, x)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from baselines import gaussian_loss, smoothadv_attack
 from checkpoint import FORMAT, fit_model, read_checkpoint, save_checkpoint
-from common import UsageError, atomic_write_text
+from common import UsageError, atomic_write_text, remove_stale_temporaries
 from data import NUM_CLASSES, get_dataset
 from macer import macer_loss
 from model import base_network, build_model
@@ -78,18 +78,19 @@ def training_step(model, x, y, *, method, epoch, args):
     return (*parts, logits)
 
 
-def train_one_epoch(model, loader, optimizer, scaler, *, epoch, args, device, progress=True):
+def train_one_epoch(model, loader, optimizer, scaler, *, epoch, args, device, dist, progress=True):
     """One pass over `loader`; returns the epoch's means (per image) and its noisy-copy count.
 
-    `model` is the network as run (`runtime.Runner`); `scaler` scales fp16 losses (a no-op otherwise).
+    `model` is the network as run (`runtime.Runner`); `scaler` scales fp16 losses (a no-op
+    otherwise); `dist` sums the figures over the ranks of a torchrun job.
     """
     model.train()
-    # running sums stay on the device; they reach the host at the progress-bar updates and at the end
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # classification, robustness, correct copies
-    finite = torch.ones((), dtype=torch.bool, device=device)
+    # running sums stay on the device; they reach the host every 20 steps and at the end
+    # (classification, robustness, correct copies, non-finite losses)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     images = copies = 0
-    bar = tqdm(loader, desc=f'epoch {epoch}/{args.epochs}', unit='batch', leave=False, disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(loader, desc=f'epoch {epoch}/{args.epochs}', unit='batch', leave=False,
+               disable=not (progress and dist.is_main), dynamic_ncols=True, file=sys.stderr)
     for step, (x, y) in enumerate(bar, start=1):
         # non_blocking with pinned memory lets the copy overlap the previous step's compute
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -104,22 +105,22 @@ def train_one_epoch(model, loader, optimizer, scaler, *, epoch, args, device, pr
         copies += logits.shape[0] * logits.shape[1]
         with torch.no_grad():
             correct = (logits.argmax(dim=2) == y[:, None]).sum()
-            sums += torch.stack([classification.double() * n, robustness.double() * n, correct.double()])
-            finite &= torch.isfinite(loss)
+            sums += torch.stack([classification.double() * n, robustness.double() * n, correct.double(),
+                                 (~torch.isfinite(loss)).double()])
         if step % 20 == 0 or step == len(loader):
-            # sync point: one .item() every 20 steps for the bar and the NaN check
-            if not bool(finite):
-                raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (step {step}); the last '
+            # sync point: every 20 steps, for the bar and the NaN check (summed over the ranks, so all
+            # ranks stop together)
+            bad = dist.all_reduce_sum(sums[3:].clone()).item()
+            if bad:
+                raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (by step {step}); the last '
                                f'good checkpoint is kept: lower --lr (now {args.lr}) or --lbd and resume from it')
             s = sums.tolist()
             bar.set_postfix_str(f'cl={s[0] / images:.3f} rl={s[1] / images:.3f} acc={s[2] / copies:.3f}', refresh=False)
     bar.close()
-    s = sums.tolist()  # the epoch's sync point
-    if not bool(finite):
-        raise Diverged(f'the loss became NaN or infinite in epoch {epoch}; the last good checkpoint is kept: '
-                       f'lower --lr (now {args.lr}) or --lbd and resume from it')
-    return {'classification': s[0] / images, 'robustness': s[1] / images, 'train_acc_noise': s[2] / copies,
-            'noisy_images': copies, 'images': images}
+    totals = torch.tensor([*sums[:3].tolist(), images, copies], dtype=torch.float64, device=device)
+    s = dist.all_reduce_sum(totals).tolist()  # the epoch's sync point
+    return {'classification': s[0] / s[3], 'robustness': s[1] / s[3], 'train_acc_noise': s[2] / s[4],
+            'noisy_images': int(s[4]), 'images': int(s[3])}
 
 
 def rng_state():
@@ -148,10 +149,17 @@ def _jsonable(value):
     return json.loads(json.dumps(value))
 
 
-def _loader(dataset, args, device, shuffle):
-    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle,
-                                       num_workers=args.workers, pin_memory=device.type == 'cuda',
-                                       persistent_workers=args.workers > 0)
+def _loader(dataset, args, device, dist):
+    """Shuffled minibatches; under torchrun each rank reads its own shard (DistributedSampler, seeded by
+    --seed and the epoch) in minibatches of --batch_size / world, so the global batch stays --batch_size."""
+    sampler = None
+    if dist.world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank,
+                                                                  shuffle=True, seed=args.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size // dist.world, shuffle=sampler is None,
+                                         sampler=sampler, num_workers=args.workers,
+                                         pin_memory=device.type == 'cuda', persistent_workers=args.workers > 0)
+    return loader, sampler
 
 
 def _check_resume(ckpt, args):
@@ -189,13 +197,19 @@ def _check_ckptdir(ckptdir, resume_epoch):
                          f'(epoch {resume_epoch}); resume from {latest}, or choose another --ckptdir')
 
 
-def run_training(args, device, make_runner, certify_epoch):
+def run_training(args, device, make_runner, certify_epoch, dist=None):
     """`--task train`: build or resume the run, then train to `--epochs`.
 
     `make_runner(model)` gives the module that runs the network (`runtime.Runner`: precision,
-    memory format, compilation); `certify_epoch(model, runner, epoch)` certifies it after the
-    epochs of the schedule (main.py passes `--task test`'s certification, in hard mode).
+    memory format, compilation, DistributedDataParallel); `certify_epoch(model, runner, epoch)`
+    certifies it after the epochs of the schedule (main.py passes `--task test`'s certification,
+    in hard mode). Under torchrun (`dist`), rank 0 alone prints, logs and writes checkpoints.
     """
+    from runtime import Distributed
+    dist = dist or Distributed()
+    if args.batch_size % dist.world:
+        raise UsageError(f'--batch_size {args.batch_size} is the global batch: it must divide evenly over the '
+                         f'{dist.world} processes of the job')
     num_classes = NUM_CLASSES[args.dataset]
     normalization = args.dataset if args.normalize else None
     history, start = [], 0
@@ -209,6 +223,8 @@ def run_training(args, device, make_runner, certify_epoch):
         _check_resume(ckpt, args)
     if args.ckptdir:
         _check_ckptdir(args.ckptdir, None if ckpt is None else ckpt.epoch)
+        if dist.is_main:
+            remove_stale_temporaries(args.ckptdir)
     # the training set is read before anything is written
     train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
 
@@ -217,6 +233,8 @@ def run_training(args, device, make_runner, certify_epoch):
         random.seed(args.seed)
         np.random.seed(args.seed)
         model = build_model(args.arch, num_classes, normalization)
+        if dist.world > 1:
+            torch.manual_seed(args.seed + 1000003 * dist.rank)  # each rank its own noise
     else:
         model = fit_model(ckpt, args.arch, num_classes, f'--dataset {args.dataset}')
         if ckpt.kind == 'macer' and args.normalize:
@@ -235,7 +253,16 @@ def run_training(args, device, make_runner, certify_epoch):
             scheduler.load_state_dict(ckpt.content['scheduler'])
             if 'scaler' in ckpt.content:
                 scaler.load_state_dict(ckpt.content['scaler'])
-            set_rng_state(ckpt.content['rng'])
+            rng = ckpt.content['rng']
+            if isinstance(rng, list):  # one state per rank of the job that wrote it
+                if len(rng) != dist.world:
+                    raise UsageError(f'{ckpt.path} was written by a job of {len(rng)} processes; resume it with as '
+                                     f'many (torchrun --nproc_per_node {len(rng)}) to continue exactly')
+                rng = rng[dist.rank]
+            elif dist.world > 1:
+                raise UsageError(f'{ckpt.path} was written by a single process; resume it with one process to '
+                                 f'continue exactly')
+            set_rng_state(rng)
             history = list(ckpt.content.get('history', []))
         else:
             # the public code's checkpoints hold weights and epoch only: the lr follows the schedule,
@@ -245,22 +272,27 @@ def run_training(args, device, make_runner, certify_epoch):
                 for _ in range(start):
                     scheduler.step()
             torch.manual_seed(args.seed + start)
-        print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {start}', flush=True)
+        if dist.is_main:
+            print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {start}', flush=True)
         if is_cert_epoch(start, args.cert_from, args.cert_every):
             certify_epoch(model, runner, start)  # finishes a certification the stop interrupted (or re-reads it)
 
-    loader = _loader(train_set, args, device, shuffle=True)
+    loader, sampler = _loader(train_set, args, device, dist)
+    say = print if dist.is_main else (lambda *a, **k: None)
     if start >= args.epochs:
-        print(f'==> nothing to train: the checkpoint is at epoch {start} of --epochs {args.epochs}')
+        say(f'==> nothing to train: the checkpoint is at epoch {start} of --epochs {args.epochs}')
         return model
-    print(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, batch {args.batch_size}, '
+    say(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, batch {args.batch_size}, '
           f'{"k" if args.method != "smoothadv" else "m"} = '
           f'{args.num_noise_vec if args.method == "smoothadv" else args.gauss_num}, sigma {args.sigma}) '
-          f'on {device}, epochs {start + 1}..{args.epochs}', flush=True)
+          f'on {device}{f" x {dist.world} processes" if dist.world > 1 else ""}, epochs {start + 1}..{args.epochs}',
+        flush=True)
     for epoch in range(start + 1, args.epochs + 1):
         lr = optimizer.param_groups[0]['lr']
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        stats = train_one_epoch(runner, loader, optimizer, scaler, epoch=epoch, args=args, device=device,
+        stats = train_one_epoch(runner, loader, optimizer, scaler, epoch=epoch, args=args, device=device, dist=dist,
                                 progress=not args.quiet)
         seconds = time.perf_counter() - t0
         scheduler.step()
@@ -272,15 +304,18 @@ def run_training(args, device, make_runner, certify_epoch):
         if args.method == 'smoothadv':
             record['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
         history.append(record)
-        print(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {record["classification"]:.4f}  '
+        say(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {record["classification"]:.4f}  '
               f'robustness {record["robustness"]:.4f}  acc(noise) {record["train_acc_noise"]:.4f}  '
               f'{seconds:.1f}s  {record["noisy_images_per_second"]:.0f} noisy img/s', flush=True)
         certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
-        if args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
+        save_now = args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now)
+        if save_now:
+            rng = rng_state() if dist.world == 1 else dist.gather(rng_state())  # every rank's, to resume exactly
+        if save_now and dist.is_main:
             content = {'format': FORMAT, 'net': base_network(model).state_dict(), 'epoch': epoch, 'arch': args.arch,
                        'dataset': args.dataset, 'normalization': normalization, 'num_classes': num_classes,
                        'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                       'scaler': scaler.state_dict(), 'rng': rng_state(), 'args': _jsonable(vars(args)),
+                       'scaler': scaler.state_dict(), 'rng': rng, 'args': _jsonable(vars(args)),
                        'history': history}
             if certify_now:
                 save_checkpoint(os.path.join(args.ckptdir, f'{epoch}.pth'), content)

@@ -8,7 +8,8 @@ In `--matdir`, a run named NAME writes (PAPER.md section 6):
 
 Rerunning the same command resumes from the logs; a run with other result-determining arguments
 is refused rather than mixed in. Each image has its own noise stream (`rs.core.image_generator`),
-so a resumed run gives exactly the results of an uninterrupted one.
+so a resumed run gives exactly the results of an uninterrupted one, and a run sharded over the
+ranks of a torchrun job gives exactly those of a single process.
 """
 import json
 import os
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import UsageError, atomic_write_text
+from common import UsageError, atomic_write_text, remove_stale_temporaries
 from rs.core import Smooth, image_generator
 from rs.results import Row, format_summary, header_line, parse_log, summary, write_mat
 from rs.stats import GRID, acr, certified_accuracy, certified_radii
@@ -36,6 +37,20 @@ class ResultFiles:
         self.mat = stem + '.mat'
         self.json = stem + '.json'
         self.logs = {m: f'{stem}.{m}.tsv' for m in self.modes}
+
+    def parts(self, rank):
+        """The logs of one rank of a distributed run, merged into `logs` at its end."""
+        return {m: f'{os.path.join(self.folder, self.name)}.{m}.part{rank}.tsv' for m in self.modes}
+
+    def part_ranks(self):
+        prefix = self.name + '.'
+        ranks = set()
+        for f in os.listdir(self.folder):
+            if f.startswith(prefix) and '.part' in f and f.endswith('.tsv'):
+                number = f[:-len('.tsv')].rsplit('.part', 1)[1]
+                if number.isdigit():
+                    ranks.add(int(number))
+        return sorted(ranks)
 
     def all(self):
         return [self.json, self.mat, *self.logs.values()]
@@ -56,36 +71,49 @@ def modes_of(mode):
 
 
 def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, N0, N, alpha, batch, seed,
-                    device, files=None, identity=None, record=None, progress=True):
-    """Certify `dataset[i]` for i in `indices`; returns {mode: radii} in the MACER encoding.
+                    device, files=None, identity=None, record=None, progress=True, dist=None):
+    """Certify `dataset[i]` for i in `indices`; returns {mode: radii} in the MACER encoding, in index order.
 
     `identity`: the values that determine the results (model digest, data, every statistic's
     argument); a resumed run must match it exactly. `record`: everything else worth keeping
-    (all arguments), stored in the JSON.
+    (all arguments), stored in the JSON. `dist` (`runtime.Distributed`): under torchrun each rank
+    certifies its share of the images into a part log of its own, and rank 0 merges the parts into
+    the same files a single process writes (every image has its own noise stream, so the results
+    do not depend on which rank certified it).
     """
+    from runtime import Distributed
+    dist = dist or Distributed()
     smoothed = Smooth(model, num_classes, sigma, device, mode, beta)
     modes = modes_of(mode)
     indices = [int(i) for i in indices]
-    done = {m: [] for m in modes}
+    done = {}
     if files is not None:
-        done = _open(files, identity, record, indices)
-    logs = {m: open(files.logs[m], 'a') for m in modes} if files is not None else None
-    start = len(done[modes[0]])
-    bar = tqdm(total=len(indices), initial=start, desc=f'certify N={N}', unit='img', disable=not progress,
+        dist.on_main(lambda: _open(files, identity, record, indices))
+        done = _read_done(files, indices)
+    todo = [i for i in indices if i not in done][dist.rank::dist.world]
+    logs = None
+    if files is not None:
+        paths = files.logs if dist.world == 1 else files.parts(dist.rank)
+        for path in paths.values():
+            if not os.path.exists(path):
+                atomic_write_text(path, header_line())
+        logs = {m: open(paths[m], 'a') for m in modes}
+    mine = {m: [] for m in modes}
+    bar = tqdm(total=len(todo), desc=f'certify N={N}', unit='img', disable=not (progress and dist.is_main),
                dynamic_ncols=True, file=sys.stderr)
     try:
-        for idx in indices[start:]:
+        for idx in todo:
             x, label = dataset[idx]
             t0 = time.perf_counter()
             out = smoothed.certify(x, N0, N, alpha, batch, generator=image_generator(seed, idx, device))
             seconds = time.perf_counter() - t0
             for m, (prediction, r) in zip(modes, zip(out[0::2], out[1::2])):
                 row = Row(idx, int(label), int(prediction), float(r), int(prediction == label), seconds)
-                done[m].append(row)
+                mine[m].append(row)
                 if logs is not None:
                     logs[m].write(row.line())
                     logs[m].flush()  # a crash after this line loses nothing certified so far
-            radii = _radii(done[modes[0]])
+            radii = _radii(mine[modes[0]])
             bar.set_postfix_str(f'acc@0={certified_accuracy(radii, (0.0,))[0]:.3f} ACR={acr(radii):.3f}',
                                 refresh=False)
             bar.update(1)
@@ -94,13 +122,14 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
         if logs is not None:
             for f in logs.values():
                 f.close()
-    radii_by_mode = {m: _radii(done[m]) for m in modes}
-    if files is not None:
-        write_mat(files.mat, radii_by_mode)
-        seconds = sum(row.seconds for row in done[modes[0]])
-        _write_json(files, identity, record, 'complete', radii_by_mode=radii_by_mode, seconds=seconds,
-                    samples=(N0 + N) * len(indices))
-    return radii_by_mode
+    if files is None:
+        position = {i: n for n, i in enumerate(indices)}
+        rows = {m: [row for part in dist.gather(mine[m]) for row in part] for m in modes}
+        return {m: _radii(sorted(rows[m], key=lambda r: position[r.idx])) for m in modes}
+    dist.barrier()
+    dist.on_main(lambda: _finish(files, identity, record, indices, N0 + N))
+    rows = _read_done(files, indices)
+    return {m: _radii([rows[i][m] for i in indices]) for m in modes}
 
 
 def _radii(rows):
@@ -108,7 +137,9 @@ def _radii(rows):
 
 
 def _open(files, identity, record, indices):
-    """Start the files of a new run, or take up the rows of an earlier run with the same identity."""
+    """Start the files of a new run, or check that the earlier run there has the same identity and
+    merge what it left (its logs and any ranks' part logs) into the logs."""
+    remove_stale_temporaries(files.folder, files.name + '.')
     if not os.path.exists(files.json):
         strays = [p for p in files.all() if os.path.exists(p)]
         if strays:
@@ -117,7 +148,7 @@ def _open(files, identity, record, indices):
         _write_json(files, identity, record, 'running')
         for path in files.logs.values():
             atomic_write_text(path, header_line())
-        return {m: [] for m in files.modes}
+        return
     try:
         with open(files.json) as f:
             earlier = json.load(f)
@@ -132,27 +163,68 @@ def _open(files, identity, record, indices):
                           for k in differ[:3])
         raise UsageError(f'{files.json} holds results made with other arguments ({shown}); rerun with the same '
                          f'arguments to resume, or choose another --matdir or --name')
-    done = {}
+    done = _merge(files, indices)
+    if done:
+        print(f'resuming {files.name}: {len(done)} of {len(indices)} images already certified in {files.folder}',
+              file=sys.stderr)
+
+
+def _merge(files, indices):
+    """Gather every complete row from the logs and the part logs into the logs, in index order.
+
+    An image counts as certified when every mode has its row; anything else (a row cut short by a
+    crash, the hard row of an image whose soft row was never written) is dropped and certified
+    again, so no image is lost or certified twice. The part logs are removed.
+    """
+    wanted = set(indices)
+    found = {m: {} for m in files.modes}
+    sources = [files.logs] + [files.parts(r) for r in files.part_ranks()]
+    for paths in sources:
+        for m in files.modes:
+            path = paths[m]
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                rows = parse_log(f.read(), path)
+            for row in rows:
+                if row.idx not in wanted or row.idx in found[m] and found[m][row.idx] != row:
+                    raise UsageError(f'{path} holds other images than this run certifies; move it away or choose '
+                                     f'another --matdir')
+                found[m][row.idx] = row
+    done = [i for i in indices if all(i in found[m] for m in files.modes)]
     for m in files.modes:
-        path = files.logs[m]
-        text = open(path).read() if os.path.exists(path) else ''
-        rows = parse_log(text, path)
-        if [r.idx for r in rows] != indices[:len(rows)]:
-            raise UsageError(f'{path} holds other images than this run certifies; move it away or choose '
-                             f'another --matdir')
-        done[m] = rows
-    # keep only the images every log has, so no image is lost or certified twice
-    keep = min(len(rows) for rows in done.values())
-    for m in files.modes:
-        done[m] = done[m][:keep]
-        text = header_line() + ''.join(r.line() for r in done[m])
+        text = header_line() + ''.join(found[m][i].line() for i in done)
         current = open(files.logs[m]).read() if os.path.exists(files.logs[m]) else None
         if current != text:
             atomic_write_text(files.logs[m], text)
-    if keep:
-        print(f'resuming {files.name}: {keep} of {len(indices)} images already certified in {files.folder}',
-              file=sys.stderr)
+    for r in files.part_ranks():
+        for path in files.parts(r).values():
+            if os.path.exists(path):
+                os.unlink(path)
     return done
+
+
+def _read_done(files, indices):
+    """{idx: {mode: Row}} of the images the logs hold in full."""
+    found = {m: {} for m in files.modes}
+    for m in files.modes:
+        with open(files.logs[m]) as f:
+            for row in parse_log(f.read(), files.logs[m]):
+                found[m][row.idx] = row
+    return {i: {m: found[m][i] for m in files.modes} for i in indices if all(i in found[m] for m in files.modes)}
+
+
+def _finish(files, identity, record, indices, samples_per_image):
+    done = _merge(files, indices)
+    if len(done) != len(indices):
+        raise UsageError(f'{len(indices) - len(done)} images of {files.name} are missing from the logs after '
+                         f'certification; rerun the same command to certify them')
+    rows = _read_done(files, indices)
+    radii_by_mode = {m: _radii([rows[i][m] for i in indices]) for m in files.modes}
+    write_mat(files.mat, radii_by_mode)
+    seconds = sum(rows[i][files.modes[0]].seconds for i in indices)
+    _write_json(files, identity, record, 'complete', radii_by_mode=radii_by_mode, seconds=seconds,
+                samples=samples_per_image * len(indices))
 
 
 def _write_json(files, identity, record, status, radii_by_mode=None, seconds=None, samples=None):

@@ -1,0 +1,68 @@
+"""torch.distributed: two CPU processes under Gloo, launched by torchrun, as on a multi-GPU machine."""
+import json
+import os
+import subprocess
+import sys
+
+import scipy.io as sio
+import torch
+
+from conftest import ROOT, run_main
+from rs.results import parse_log
+
+# one thread per process in both the single-process and the two-process runs: the same arithmetic
+ENV = dict(os.environ, OMP_NUM_THREADS='1')
+
+
+def torchrun(*args, procs=2):
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
+                           str(procs), os.path.join(ROOT, 'main.py'), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=ENV, timeout=600)
+
+
+def rows(path):
+    return [(r.idx, r.label, r.predict, r.radius, r.correct) for r in parse_log(open(path).read(), str(path))]
+
+
+CERT = ['--task', 'test', '--dataset', 'digits', '--start_img', '3', '--num_img', '15', '--skip', '7', '--N', '600',
+        '--certify_batch', '200', '--seed', '5', '--quiet']
+
+
+def test_sharded_certification_equals_a_single_process(tmp_path, digits_lenet):
+    single = run_main(*CERT, '--resume_ckpt', digits_lenet, '--matdir', tmp_path / 'one', env=ENV)
+    assert single.returncode == 0, single.stderr
+    shared = torchrun(*CERT, '--resume_ckpt', digits_lenet, '--matdir', tmp_path / 'two')
+    assert shared.returncode == 0, shared.stderr
+    for mode in ('hard', 'soft'):
+        assert rows(tmp_path / 'two' / f'8.{mode}.tsv') == rows(tmp_path / 'one' / f'8.{mode}.tsv')
+        assert (sio.loadmat(tmp_path / 'two' / '8.mat')[mode] == sio.loadmat(tmp_path / 'one' / '8.mat')[mode]).all()
+    assert sorted(os.listdir(tmp_path / 'two')) == sorted(os.listdir(tmp_path / 'one'))  # the parts were merged
+    one, two = (json.loads((tmp_path / d / '8.json').read_text()) for d in ('one', 'two'))
+    assert one['summary'] == two['summary'] and one['identity'] == two['identity']
+    # the summary is printed once, by rank 0
+    assert shared.stdout.count('===Certify Summary===') == 1
+
+
+TRAIN = ['--task', 'train', '--dataset', 'digits', '--gauss_num', '2', '--batch_size', '64', '--lr', '0.05',
+         '--quiet', '--cert_from', '3', '--cert_every', '10', '--start_img', '0', '--num_img', '6', '--N', '200']
+
+
+def test_distributed_training_resumes_exactly_and_writes_from_rank_0(tmp_path):
+    straight = torchrun(*TRAIN, '--epochs', '3', '--ckptdir', tmp_path / 'a', '--matdir', tmp_path / 'a-mat')
+    assert straight.returncode == 0, straight.stderr
+    first = torchrun(*TRAIN, '--epochs', '1', '--ckptdir', tmp_path / 'b', '--matdir', tmp_path / 'b-mat')
+    assert first.returncode == 0, first.stderr
+    rest = torchrun(*TRAIN, '--epochs', '3', '--ckptdir', tmp_path / 'b', '--matdir', tmp_path / 'b-mat',
+                    '--resume_ckpt', tmp_path / 'b' / 'latest.pth')
+    assert rest.returncode == 0, rest.stderr
+    a = torch.load(tmp_path / 'a' / 'latest.pth', weights_only=True)
+    b = torch.load(tmp_path / 'b' / 'latest.pth', weights_only=True)
+    assert all(torch.equal(a['net'][k], b['net'][k]) for k in a['net'])
+    assert len(a['rng']) == 2  # both ranks' RNG states, to resume exactly
+    assert sorted(os.listdir(tmp_path / 'a')) == ['3.pth', 'latest.pth', 'log.jsonl']
+    assert len((tmp_path / 'a' / 'log.jsonl').read_text().splitlines()) == 3
+    assert straight.stdout.count('epoch 3/3') == 1  # one log line per epoch: rank 0 only
+    assert rows(tmp_path / 'a-mat' / '3.hard.tsv') == rows(tmp_path / 'b-mat' / '3.hard.tsv')
+    # one process cannot continue a two-process run exactly, and says so
+    r = run_main(*TRAIN, '--epochs', '4', '--ckptdir', tmp_path / 'b', '--resume_ckpt', tmp_path / 'b' / 'latest.pth')
+    assert r.returncode == 2 and 'job of 2 processes' in r.stderr
