@@ -21,6 +21,9 @@ def snapshot(folder):
     for base, _, names in os.walk(folder):
         for n in names:
             p = os.path.join(base, n)
+            if os.path.islink(p):
+                out[os.path.relpath(p, folder)] = ('link', os.readlink(p))
+                continue
             with open(p, 'rb') as f:
                 out[os.path.relpath(p, folder)] = (f.read(), os.stat(p).st_mtime_ns)
     return out

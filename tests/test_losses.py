@@ -1,5 +1,7 @@
 """The MACER loss against a plain transcription of PAPER.md section 3; the baselines' shapes."""
 import math
+import os
+import sys
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ from torch.distributions import Normal
 
 from baselines import gaussian_loss, smoothadv_attack
 from macer import macer_loss
+from conftest import ROOT
 from model import LeNet
 
 SIGMA, LBD, GAMMA, BETA = 0.25, 12.0, 8.0, 16.0
@@ -102,13 +105,31 @@ def test_finite_in_low_precision_even_when_q1_is_one(dtype):
     assert torch.isfinite(loss) and torch.isfinite(x.grad.float()).all()
 
 
+def test_equals_the_public_codes_loss_in_float32():
+    """Where the public code's float32 Normal.icdf is accurate, the two losses and gradients agree."""
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    import original
+    g = torch.Generator().manual_seed(3)
+    logits = (0.4 * torch.randn(64, 16, 10, generator=g)).requires_grad_(True)
+    targets = torch.randint(0, 10, (64,), generator=g)
+    logits.data[torch.arange(64), :, targets] += 0.3  # mostly right, most points inside the hinge
+    mine = macer_loss(logits, targets, sigma=SIGMA, lbd=LBD, gamma=GAMMA, beta=BETA)
+    theirs = original.macer_objective(logits, targets, sigma=SIGMA, lbd=LBD, beta=BETA, gamma=GAMMA)
+    for a, b in zip(mine, theirs):
+        assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-4)
+    ga, = torch.autograd.grad(mine[0], logits)
+    gb, = torch.autograd.grad(theirs[0], logits)
+    assert torch.allclose(ga, gb, rtol=1e-3, atol=1e-6)
+    assert 0 < float(mine[2].detach()) and float(mine[1].detach()) > 0
+
+
 def test_macer_with_k1_and_no_lambda_is_gaussian_training():
     g = torch.Generator().manual_seed(1)
     net = LeNet()
     x = torch.rand(16, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (16,), generator=g)
     noise = 0.25 * torch.randn(16, 1, 1, 28, 28, generator=g)
-    logits = net((x.unsqueeze(1) + noise).flatten(0, 1)).view(16, 1, 10)
+    logits = net((x.unsqueeze(1) + noise).flatten(0, 1)).detach().view(16, 1, 10)
     m, _, _ = macer_loss(logits, y, sigma=0.25, lbd=0.0, gamma=GAMMA, beta=BETA)
     gl, _, _ = gaussian_loss(logits, y)
     assert float(m) == pytest.approx(float(gl), rel=1e-6)
