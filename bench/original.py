@@ -26,14 +26,10 @@ def sample_noise(model, x, num, batch_size, sigma, num_classes=10):
         return counts
 
 
-def macer_step(model, optimizer, inputs, targets, *, sigma, lbd, gauss_num, beta, gamma, num_classes=10):
-    """One minibatch of the public code's `macer_train`, with its two `.item()` reads."""
-    m = Normal(torch.tensor([0.0], device=inputs.device), torch.tensor([1.0], device=inputs.device))
-    n = len(inputs)
-    new_shape = [n * gauss_num, *inputs[0].shape]
-    inputs = inputs.repeat((1, gauss_num, 1, 1)).view(new_shape)
-    noisy = inputs + torch.randn_like(inputs) * sigma
-    outputs = model(noisy).reshape((n, gauss_num, num_classes))
+def macer_objective(outputs, targets, *, sigma, lbd, beta, gamma):
+    """The public code's loss from the logits [n, k, C], step for step (Normal.icdf, boolean masks, `.item()`)."""
+    m = Normal(torch.tensor([0.0], device=outputs.device), torch.tensor([1.0], device=outputs.device))
+    n = outputs.shape[0]
     log_p = torch.log(F.softmax(outputs, dim=2).mean(1) + 1e-10)
     classification = F.nll_loss(log_p, targets, reduction='sum')
     classification.item()
@@ -46,7 +42,17 @@ def macer_step(model, optimizer, inputs, targets, *, sigma, lbd, gauss_num, beta
     out0, out1 = out0[keep], out1[keep]
     robustness = (m.icdf(out1) - m.icdf(out0) + gamma).sum() * sigma / 2
     robustness.item()
-    loss = (classification + lbd * robustness) / n
+    return (classification + lbd * robustness) / n, classification / n, robustness / n
+
+
+def macer_step(model, optimizer, inputs, targets, *, sigma, lbd, gauss_num, beta, gamma, num_classes=10):
+    """One minibatch of the public code's `macer_train`."""
+    n = len(inputs)
+    new_shape = [n * gauss_num, *inputs[0].shape]
+    inputs = inputs.repeat((1, gauss_num, 1, 1)).view(new_shape)
+    noisy = inputs + torch.randn_like(inputs) * sigma
+    outputs = model(noisy).reshape((n, gauss_num, num_classes))
+    loss = macer_objective(outputs, targets, sigma=sigma, lbd=lbd, beta=beta, gamma=gamma)[0]
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
