@@ -9,7 +9,9 @@ invocation, so ratios compare like with like. Rows:
 - forward: the network alone on --certify_batch random images (inference mode): the ceiling of
   Monte-Carlo certification in that setting;
 - certify: `Smooth` sampling one image in batches of --certify_batch (noise drawn and outputs
-  tallied on the device), in noisy samples per second;
+  tallied on the device), in noisy samples per second; "vs forward" divides it by the forward
+  pass's throughput on the same number of samples, timed alternately with it in the same process
+  (so that a shared host's drift cannot move the ratio);
 - train-macer / train-gaussian / train-smoothadv: one optimiser step of `train.training_step` on
   --batch_size images, in noisy images per second (every noisy copy counted);
 - setting `original`: the same work as the public MACER code does it (`bench/original.py`: fp32,
@@ -60,6 +62,19 @@ def timed(fn, repeats, warmup, device):
     return statistics.median(times)
 
 
+def timed_pair(fa, fb, repeats, warmup, device):
+    """Median seconds of fa() and of fb(), timed alternately: a drift in the machine's speed (a shared
+    host) hits both alike, so their ratio holds even when the absolute figures wander."""
+    ta, tb = [], []
+    for i in range(warmup + repeats):
+        a = timed(fa, 1, 0, device)
+        b = timed(fb, 1, 0, device)
+        if i >= warmup:
+            ta.append(a)
+            tb.append(b)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def runner_for(model, setting, device):
     parts = set(setting.split('+'))
     unknown = parts - {'fp32', 'bf16', 'fp16', 'cl', 'compile'}
@@ -78,24 +93,29 @@ def measure(name, what, setting, args, device):
     if what in ('forward', 'certify'):
         model.eval()
         x = torch.rand(*shape, device=device)
-        samples = args.certify_samples or 4 * args.certify_batch
-        if what == 'forward':
-            # the public code runs its model under no_grad, eagerly, in fp32; the fast path under inference_mode
-            net, context = ((model, torch.no_grad) if setting == 'original'
-                            else (runner_for(model, setting, device).eval(), torch.inference_mode))
-            batch = torch.rand(args.certify_batch, *shape, device=device)
+        samples = max(args.certify_samples or 4 * args.certify_batch, args.certify_batch)
+        samples -= samples % args.certify_batch  # whole batches, as the forward rows run them
+        # the public code runs its model under no_grad, eagerly, in fp32; the fast path under inference_mode
+        net, context = ((model, torch.no_grad) if setting == 'original'
+                        else (runner_for(model, setting, device).eval(), torch.inference_mode))
+        batch = torch.rand(args.certify_batch, *shape, device=device)
 
-            def fn():
-                with context():
+        def forward():
+            with context():
+                for _ in range(samples // args.certify_batch):
                     net(batch)
-            return args.certify_batch / timed(fn, rep, warm, device), 'images/s'
+        if what == 'forward':
+            return samples / timed(forward, rep, warm, device), 'images/s'
         if setting == 'original':
-            return samples / timed(lambda: original.sample_noise(model, x, samples, args.certify_batch, 0.25, C),
-                                   rep, warm, device), 'noisy samples/s'
-        runner = runner_for(model, setting, device).eval()
-        smooth = Smooth(runner, C, 0.25, device, mode='hard')
-        return samples / timed(lambda: smooth._sample_noise(x, samples, args.certify_batch), rep, warm, device), \
-            'noisy samples/s'
+            def certify():
+                original.sample_noise(model, x, samples, args.certify_batch, 0.25, C)
+        else:
+            smooth = Smooth(net, C, 0.25, device, mode='hard')
+
+            def certify():
+                smooth._sample_noise(x, samples, args.certify_batch)
+        t_forward, t_certify = timed_pair(forward, certify, rep, warm, device)
+        return samples / t_certify, 'noisy samples/s', t_forward / t_certify
 
     method = what[len('train-'):]
     k = {'macer': args.gauss_num, 'gaussian': 1, 'smoothadv': args.num_noise_vec}[method]
@@ -132,7 +152,7 @@ def run_row(name, what, setting, argv):
     if out.returncode != 0:
         raise SystemExit(f'{name} {what} {setting} failed:\n{out.stderr}')
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result['value'], result['unit']
+    return result['value'], result['unit'], result.get('vs_forward')
 
 
 def main(argv=None):
@@ -158,8 +178,8 @@ def main(argv=None):
     if args.row is not None:  # one measurement, in this (fresh) process
         if device.type == 'cuda':
             torch.backends.cudnn.benchmark = True
-        value, unit = measure(*args.row, args, device)
-        print(json.dumps({'value': value, 'unit': unit}))
+        value, unit, *ratio = measure(*args.row, args, device)
+        print(json.dumps({'value': value, 'unit': unit, 'vs_forward': ratio[0] if ratio else None}))
         return
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
@@ -169,23 +189,22 @@ def main(argv=None):
             'certify_batch': args.certify_batch, 'batch_size': args.batch_size, 'gauss_num': args.gauss_num,
             'num_noise_vec': args.num_noise_vec, 'num_steps': args.num_steps}
     print(' '.join(f'{k}={v}' for k, v in info.items()), flush=True)
-    print(f'{"model":10s} {"measurement":16s} {"setting":12s} {"value":>12s} {"unit":16s} {"vs original":>11s} '
+    print(f'{"model":10s} {"measurement":16s} {"setting":16s} {"value":>12s} {"unit":16s} {"vs original":>11s} '
           f'{"vs forward":>10s}', flush=True)
     rows = []
     for name in args.models:
         for what in args.what:
             for setting in args.settings:
-                value, unit = run_row(name, what, setting, argv if argv is not None else sys.argv[1:])
-                rows.append({'model': name, 'what': what, 'setting': setting, 'value': value, 'unit': unit})
+                value, unit, ratio = run_row(name, what, setting, argv if argv is not None else sys.argv[1:])
+                rows.append({'model': name, 'what': what, 'setting': setting, 'value': value, 'unit': unit,
+                             'vs_forward': ratio})
                 if value is None:
                     continue
                 base = next((r['value'] for r in rows if r['model'] == name and r['what'] == what
                              and r['setting'] == 'original' and r['value']), None)
-                fwd = next((r['value'] for r in rows if r['model'] == name and r['what'] == 'forward'
-                            and r['setting'] == setting), None)
                 vs_orig = f'{value / base:.2f}x' if base and setting != 'original' else ''
-                vs_fwd = f'{value / fwd:.3f}' if fwd and what == 'certify' else ''
-                print(f'{name:10s} {what:16s} {setting:12s} {value:12.1f} {unit:16s} {vs_orig:>11s} {vs_fwd:>10s}',
+                vs_fwd = f'{ratio:.3f}' if ratio is not None else ''
+                print(f'{name:10s} {what:16s} {setting:16s} {value:12.1f} {unit:16s} {vs_orig:>11s} {vs_fwd:>10s}',
                       flush=True)
     if args.json:
         with open(args.json, 'w') as f:
