@@ -21,7 +21,7 @@ for method in "${METHODS[@]}"; do
   "$PY" main.py --task test "${CERT[@]}" --resume_ckpt "$OUT/$method/latest.pth" --matdir "$OUT/results" \
     --name "$method"
 done
-"$PY" visualize/plotcurves.py "$OUT/results/gaussian.mat" "$OUT/results/macer.mat" "$OUT/results/smoothadv.mat" \
-  --labels Gaussian MACER SmoothAdv --title "digits, sigma = $SIGMA, N = 10000, 100 test images" \
+"$PY" visualize/plotcurves.py "$OUT/results/macer.mat" "$OUT/results/gaussian.mat" "$OUT/results/smoothadv.mat" \
+  --labels MACER "Gaussian (Cohen)" "SmoothAdv (Salman)" --title "digits, sigma = $SIGMA, N = 10000, 100 test images" \
   --out "$OUT/digits-$SIGMA"
 echo "==> demo done in $(( $(date +%s) - start )) s: $OUT/digits-$SIGMA.png and .pdf, tables .md .tex .csv"
