@@ -97,12 +97,16 @@ def test_parts_are_sums_over_the_whole_batch():
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
-def test_finite_in_low_precision_even_when_q1_is_one(dtype):
+@pytest.mark.parametrize('beta', [BETA, 1e4, 1e6])
+@pytest.mark.parametrize('scale', [1.0, 1e3])
+def test_finite_in_low_precision_even_when_q1_is_one(dtype, beta, scale):
+    # scale 1e3: every softmax saturates, the true class's probability is exactly 1 or exactly 0
     logits, targets = designed_logits()
-    x = logits.to(dtype).requires_grad_(True)
-    loss, _, _ = macer_loss(x, targets, sigma=SIGMA, lbd=LBD, gamma=GAMMA, beta=BETA)
+    x = (logits * scale).to(dtype).requires_grad_(True)
+    loss, cl, rl = macer_loss(x, targets, sigma=SIGMA, lbd=LBD, gamma=GAMMA, beta=beta)
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(x.grad.float()).all()
+    assert torch.isfinite(loss) and torch.isfinite(cl) and torch.isfinite(rl)
+    assert torch.isfinite(x.grad.float()).all()
 
 
 def test_equals_the_public_codes_loss_in_float32():
