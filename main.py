@@ -220,11 +220,10 @@ def run_test(args, device, dist):
     runner = make_runner(model, args, device)
     certifier = Certifier(args, device, dist)
     name = args.name if args.name is not None else ckpt.epoch
-    say = print if dist.is_main else (lambda *a, **k: None)
-    say(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
-          f'{", normalised inputs" if ckpt.normalization else ""}) on {len(certifier.indices)} {args.dataset} test '
-          f'images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}, '
-          f'device {device}', flush=True)
+    dist.print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
+               f'{", normalised inputs" if ckpt.normalization else ""}) on {len(certifier.indices)} {args.dataset} '
+               f'test images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}, '
+               f'device {device}', flush=True)
     certifier(model, runner, name, extra={'checkpoint_kind': ckpt.kind, 'checkpoint_epoch': ckpt.epoch,
                                           'normalization': ckpt.normalization})
 
@@ -274,9 +273,8 @@ def run_train(args, device, dist):
 
     def certify_epoch(model, runner, epoch):
         if certifier is not None:
-            if dist.is_main:
-                print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N})',
-                      flush=True)
+            dist.print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N})',
+                       flush=True)
             certifier(model, runner, epoch, extra={'epoch': epoch})
     run_training(args, device, lambda model: make_runner(model, args, device, dist), certify_epoch, dist)
 

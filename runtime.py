@@ -6,7 +6,6 @@ reason. The defaults keep the paper's arithmetic (fp32); lower precision is a fl
 certificate made with it holds for the model as it is run (inputs rounded to bf16 / fp16 inside the
 network), not for the fp32 model.
 """
-import contextlib
 import os
 
 import torch
@@ -48,6 +47,11 @@ class Distributed:
     @property
     def is_main(self):
         return self.rank == 0
+
+    def print(self, *args, **kwargs):
+        """`print` on rank 0 only: one log line per job, not one per process."""
+        if self.is_main:
+            print(*args, **kwargs)
 
     def barrier(self):
         if self.world > 1:

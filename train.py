@@ -110,14 +110,14 @@ def train_one_epoch(model, loader, optimizer, scaler, *, epoch, args, device, di
         if step % 20 == 0 or step == len(loader):
             # sync point: every 20 steps, for the bar and the NaN check (summed over the ranks, so all
             # ranks stop together)
-            bad = dist.all_reduce_sum(sums[3:].clone()).item()
+            s = sums.tolist()
+            bad = s[3] if dist.world == 1 else dist.all_reduce_sum(sums[3:].clone()).item()
             if bad:
                 raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (by step {step}); the last '
                                f'good checkpoint is kept: lower --lr (now {args.lr}) or --lbd and resume from it')
-            s = sums.tolist()
             bar.set_postfix_str(f'cl={s[0] / images:.3f} rl={s[1] / images:.3f} acc={s[2] / copies:.3f}', refresh=False)
     bar.close()
-    totals = torch.tensor([*sums[:3].tolist(), images, copies], dtype=torch.float64, device=device)
+    totals = torch.cat([sums[:3], sums.new_tensor([images, copies])])
     s = dist.all_reduce_sum(totals).tolist()  # the epoch's sync point
     return {'classification': s[0] / s[3], 'robustness': s[1] / s[3], 'train_acc_noise': s[2] / s[4],
             'noisy_images': int(s[4]), 'images': int(s[3])}
@@ -272,21 +272,20 @@ def run_training(args, device, make_runner, certify_epoch, dist=None):
                 for _ in range(start):
                     scheduler.step()
             torch.manual_seed(args.seed + start)
-        if dist.is_main:
-            print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {start}', flush=True)
+        dist.print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {start}', flush=True)
         if is_cert_epoch(start, args.cert_from, args.cert_every):
             certify_epoch(model, runner, start)  # finishes a certification the stop interrupted (or re-reads it)
 
     loader, sampler = _loader(train_set, args, device, dist)
-    say = print if dist.is_main else (lambda *a, **k: None)
     if start >= args.epochs:
-        say(f'==> nothing to train: the checkpoint is at epoch {start} of --epochs {args.epochs}')
+        dist.print(f'==> nothing to train: the checkpoint is at epoch {start} of --epochs {args.epochs}')
         return model
-    say(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, batch {args.batch_size}, '
-          f'{"k" if args.method != "smoothadv" else "m"} = '
-          f'{args.num_noise_vec if args.method == "smoothadv" else args.gauss_num}, sigma {args.sigma}) '
-          f'on {device}{f" x {dist.world} processes" if dist.world > 1 else ""}, epochs {start + 1}..{args.epochs}',
-        flush=True)
+    dist.print(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, '
+               f'batch {args.batch_size}, {"k" if args.method != "smoothadv" else "m"} = '
+               f'{args.num_noise_vec if args.method == "smoothadv" else args.gauss_num}, sigma {args.sigma}) '
+               f'on {device}{f" x {dist.world} processes" if dist.world > 1 else ""}, '
+               f'epochs {start + 1}..{args.epochs}',
+               flush=True)
     for epoch in range(start + 1, args.epochs + 1):
         lr = optimizer.param_groups[0]['lr']
         if sampler is not None:
@@ -304,9 +303,9 @@ def run_training(args, device, make_runner, certify_epoch, dist=None):
         if args.method == 'smoothadv':
             record['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
         history.append(record)
-        say(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {record["classification"]:.4f}  '
-              f'robustness {record["robustness"]:.4f}  acc(noise) {record["train_acc_noise"]:.4f}  '
-              f'{seconds:.1f}s  {record["noisy_images_per_second"]:.0f} noisy img/s', flush=True)
+        dist.print(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {record["classification"]:.4f}  '
+                   f'robustness {record["robustness"]:.4f}  acc(noise) {record["train_acc_noise"]:.4f}  '
+                   f'{seconds:.1f}s  {record["noisy_images_per_second"]:.0f} noisy img/s', flush=True)
         certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
         save_now = args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now)
         if save_now:
