@@ -35,9 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import original  # noqa: E402
+from main import nonneg_int, positive_int  # noqa: E402
 from model import build_model  # noqa: E402
 from rs.core import Smooth  # noqa: E402
-from runtime import Runner  # noqa: E402
+from common import UsageError  # noqa: E402
+from runtime import Runner, pick_device  # noqa: E402
 from train import training_step  # noqa: E402
 
 SHAPES = {'lenet': (1, 28, 28), 'resnet110': (3, 32, 32), 'resnet50': (3, 224, 224)}
@@ -163,18 +165,21 @@ def main(argv=None):
     p.add_argument('--settings', nargs='+', default=['original', 'fp32', 'cl', 'bf16', 'bf16+cl'],
                    help='original, or fp32 / bf16 / fp16 with cl and compile joined by +')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--certify_batch', type=int, default=1000, help='noisy samples per forward pass')
-    p.add_argument('--certify_samples', type=int, default=None, help='samples per timed run (default: 4 batches)')
-    p.add_argument('--batch_size', type=int, default=64, help='training images per step')
-    p.add_argument('--gauss_num', type=int, default=16, help='MACER k')
-    p.add_argument('--num_noise_vec', type=int, default=2, help='SmoothAdv m')
-    p.add_argument('--num_steps', type=int, default=10, help='SmoothAdv PGD steps')
-    p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--certify_batch', type=positive_int, default=1000, help='noisy samples per forward pass')
+    p.add_argument('--certify_samples', type=positive_int, default=None, help='samples per timed run (default: 4 batches)')
+    p.add_argument('--batch_size', type=positive_int, default=64, help='training images per step')
+    p.add_argument('--gauss_num', type=positive_int, default=16, help='MACER k')
+    p.add_argument('--num_noise_vec', type=positive_int, default=2, help='SmoothAdv m')
+    p.add_argument('--num_steps', type=positive_int, default=10, help='SmoothAdv PGD steps')
+    p.add_argument('--repeats', type=positive_int, default=5, help='timed runs per row (the median is kept)')
+    p.add_argument('--warmup', type=nonneg_int, default=3, help='untimed runs before them')
     p.add_argument('--json', default=None, help='also write the results here')
     p.add_argument('--row', nargs=3, default=None, metavar=('MODEL', 'WHAT', 'SETTING'), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = pick_device(args.device)
+    except UsageError as e:
+        raise SystemExit(f'bench.py: error: {e}') from None
     if args.row is not None:  # one measurement, in this (fresh) process
         if device.type == 'cuda':
             torch.backends.cudnn.benchmark = True
