@@ -1,9 +1,18 @@
-"""What every part shares: the one error type for a user's mistake, and atomic file writes.
+"""What every part shares: the error type for a user's mistake, atomic file writes, and folder locks.
 
 Imports only the standard library, so `visualize/` (numpy, scipy and matplotlib only) can use it.
 """
+import errno
+import json
 import os
+import platform
+import re
+import sys
 import tempfile
+import time
+
+# the version of this tool, recorded in every checkpoint and result file (CHANGELOG.md)
+VERSION = '1.0.0'
 
 
 def _read_umask():
@@ -14,6 +23,11 @@ def _read_umask():
 
 _UMASK = _read_umask()
 
+# every temporary file this tool makes is named `.BASE.macer-tmp-XXXXXXXX.tmp` (mkstemp's eight
+# random characters): recognisably ours, so cleaning up after a killed run never touches a user's file
+_TMP_TAG = '.macer-tmp-'
+_TMP_NAME = re.compile(r'^\.(?P<base>.+)' + re.escape(_TMP_TAG) + r'[A-Za-z0-9_]{8}\.tmp$')
+
 
 class UsageError(Exception):
     """A mistake the user can fix (a bad flag, a missing file, a checkpoint that does not fit).
@@ -23,17 +37,67 @@ class UsageError(Exception):
     """
 
 
+class DiskFull(UsageError):
+    """A write failed for want of space (or quota); the message says what was kept."""
+
+
+def first_line(e, limit=200):
+    """The first line of an exception's message (or its type's name): for one-line errors."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
+def jsonable(value):
+    """The value as JSON gives it back (tuples become lists), so records compare equal after a round trip."""
+    return json.loads(json.dumps(value))
+
+
+def differences(theirs, mine, keys=None, prefix='', limit=3):
+    """'KEY A there, B now' for the first `limit` keys whose values differ between two records ('' if none).
+
+    The one wording of "made with other arguments" for a resumed training run (`prefix='--'`, the
+    flags) and a resumed certification (the identity's keys).
+    """
+    theirs, mine = jsonable(theirs), jsonable(mine)
+    keys = sorted(set(theirs) | set(mine)) if keys is None else keys
+    differ = [k for k in keys if theirs.get(k) != mine.get(k)]
+    return ', '.join(f'{prefix}{k} {theirs.get(k)} there, {mine.get(k)} now' for k in differ[:limit])
+
+
+def is_disk_full(e, folder):
+    """Whether exception `e`, raised while writing into `folder`, means that the disk (or quota) is full.
+
+    Python's own writes say so with ENOSPC or EDQUOT; torch.save's C++ writer raises a RuntimeError
+    without an errno ("unexpected pos ..."), so for other errors the folder's free space decides.
+    """
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(e, (OSError, RuntimeError)):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < 1 << 20
+    return False
+
+
 def atomic_write(path, write):
     """Write a file so that readers see the old file or the new one, never a part of either.
 
     `write(tmp_path)` writes the whole content to a temporary file in the same folder; it is
     flushed to disk and renamed over `path` (rename is atomic on POSIX). If `write` fails or the
     process dies, `path` keeps its previous content and the temporary file is removed (or, after
-    SIGKILL, left as a hidden `.NAME.*.tmp` beside it, never read by anything).
+    SIGKILL, left as a hidden `.NAME.macer-tmp-XXXXXXXX.tmp` beside it, never read by anything and
+    removed by the next run that owns the folder). A full disk raises `DiskFull`, naming what was kept.
     """
     path = os.path.abspath(path)
     folder, base = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + base + '.', suffix='.tmp')
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + base + _TMP_TAG, suffix='.tmp')
+    except OSError as e:
+        if is_disk_full(e, folder):
+            raise _disk_full(path, e) from None
+        raise
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
     try:
@@ -41,23 +105,44 @@ def atomic_write(path, write):
         with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = is_disk_full(e, folder)  # before the temporary file gives its space back
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if full:
+            raise _disk_full(path, e) from None
         raise
     _fsync_dir(folder)
+
+
+def _disk_full(path, e):
+    kept = 'keeps its previous content' if os.path.exists(path) else 'was not written'
+    return DiskFull(f'cannot write {path}: the disk is full ({first_line(e)}); {path} {kept}, and every file '
+                    f'written before it is complete; free some space and rerun the same command to resume')
+
+
+def disk_full_message(e, what):
+    """The one line for a full disk met outside `atomic_write` (an appended log line, say)."""
+    return f'the disk is full ({first_line(e)}) while writing {what}; {_KEPT_NOTE}'
+
+
+_KEPT_NOTE = ('every file written before is complete (logs keep each finished row, checkpoints their previous '
+              'version); free some space and rerun the same command to resume')
 
 
 def remove_stale_temporaries(folder, prefix=''):
     """Remove the temporary files `atomic_write` left in `folder` when its process was killed.
 
-    Called when a run starts, before it writes anything, for the files it owns: every temporary in
-    its --ckptdir, those of files named PREFIX* in a --matdir (other runs may be writing there).
+    Only files named as `atomic_write` names them (`.BASE.macer-tmp-XXXXXXXX.tmp`) whose BASE
+    starts with `prefix`; a user's own `.notes.tmp` is never touched. Called, under the folder's
+    lock, when a run starts, for the files it owns: every temporary of this tool in its --ckptdir,
+    those of files named PREFIX* in a --matdir (other runs may be writing there).
     """
     if not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
-        if name.startswith('.' + prefix) and name.endswith('.tmp'):
+        match = _TMP_NAME.match(name)
+        if match and match.group('base').startswith(prefix):
             try:
                 os.unlink(os.path.join(folder, name))
             except OSError:
@@ -98,3 +183,113 @@ def writable_dir(path, flag):
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f'{flag} {path} is not writable; choose a folder you can write to')
     return path
+
+
+class FolderLock:
+    """An exclusive lock on a file beside the results, held for the life of the process (or the `with`).
+
+    `fcntl.flock` on `path`: the kernel releases it when the process ends, however it ends, so a
+    SIGKILL never leaves a stale lock (on NFS, Linux maps flock onto the server's byte-range locks).
+    The holder writes its PID, host, start time and command into the file; a second process fails at
+    once with a UsageError that names them. `what` says what is locked, for that message (e.g.
+    '--ckptdir runs/a'). The file is removed when the lock is released; a file left by a killed
+    process is simply locked again.
+    """
+
+    def __init__(self, path, what, hint):
+        self.path, self.what, self.hint = path, what, hint
+        self.fd = None
+
+    def acquire(self):
+        import fcntl
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            except OSError as e:
+                if is_disk_full(e, os.path.dirname(self.path) or '.'):
+                    raise DiskFull(f'cannot create the lock file {self.path}: the disk is full ({first_line(e)}); '
+                                   f'nothing was written') from None
+                raise UsageError(f'cannot create the lock file {self.path} ({e.strerror}); choose a folder you '
+                                 f'can write to') from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UsageError(f'cannot lock {self.path} ({e.strerror}); the file system of {self.what} '
+                                     f'does not support locks: choose a local or NFSv4 folder') from None
+                raise UsageError(f'{self.what} is in use by {self._holder()}; wait for it to end, or '
+                                 f'{self.hint}') from None
+            # the holder before us may have removed the file between our open and our lock: then this
+            # lock is on a file nobody else will see, so start again on the file that is there now
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd = fd
+        holder = {'pid': os.getpid(), 'host': platform.node(),
+                  'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'command': ' '.join(sys.argv)}
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(holder) + '\n').encode())
+        except OSError:
+            pass  # the lock holds without its note; a second process then names no PID
+        return self
+
+    def _holder(self):
+        try:
+            with open(self.path) as f:
+                h = json.loads(f.read())
+            return (f'process {h["pid"]} on host {h["host"]} (started {h["started"]}: '
+                    f'{h["command"][:120]})')
+        except (OSError, ValueError, KeyError, TypeError):
+            return 'another process (it has not yet written its PID)'
+
+    def release(self):
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class SingleProcess:
+    """The job of a plain run: one process, rank 0 of 1. `runtime.Distributed` is the same interface
+    for a torchrun job; code that takes a job as an argument (`rs.certify`) defaults to this one."""
+
+    rank, world, local_rank = 0, 1, 0
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def print(self, *args, **kwargs):
+        """`print` on rank 0 only: one log line per job, not one per process."""
+        if self.is_main:
+            print(*args, **kwargs)
+
+    def barrier(self):
+        pass
+
+    def gather(self, obj):
+        """[obj of rank 0, obj of rank 1, ...] on every rank."""
+        return [obj]
+
+    def on_main(self, step):
+        """Run `step()` on rank 0 and give its result to every rank; a UsageError there is raised on every rank."""
+        return step()
+
+    def close(self):
+        pass

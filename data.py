@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from common import UsageError
+from common import UsageError, first_line
 
 DATASETS = ('digits', 'mnist', 'cifar10', 'svhn', 'imagenet')
 NUM_CLASSES = {'digits': 10, 'mnist': 10, 'cifar10': 10, 'svhn': 10, 'imagenet': 1000}
@@ -106,7 +106,7 @@ def _torchvision(dataset, root, split, download):
         pass  # not there (or failed its checksum): download it below if allowed
     except Exception as e:
         raise UsageError(f'{dataset}: the files under {folder} cannot be read as {dataset} '
-                         f'({_short(e)}); replace them with {files}') from None
+                         f'({first_line(e)}); replace them with {files}') from None
     if not download:
         raise UsageError(f'{dataset}: no readable copy under {folder} (and --no_download is set): put {files} there')
     previous = socket.getdefaulttimeout()
@@ -114,7 +114,7 @@ def _torchvision(dataset, root, split, download):
     try:
         return cls(root=root, transform=transform, download=True, **kwargs)
     except Exception as e:
-        raise UsageError(f'{dataset}: no readable copy under {folder} and the download failed ({_short(e)}): '
+        raise UsageError(f'{dataset}: no readable copy under {folder} and the download failed ({first_line(e)}): '
                          f'put {files} there') from None
     finally:
         socket.setdefaulttimeout(previous)
@@ -130,10 +130,14 @@ def _imagenet(root, split):
     try:
         return D.ImageFolder(folder, transform=transforms_for('imagenet', split))
     except (FileNotFoundError, OSError) as e:
-        raise UsageError(f'imagenet: {folder} holds no class folders with images ({_short(e)}); '
+        raise UsageError(f'imagenet: {folder} holds no class folders with images ({first_line(e)}); '
                          f'put one folder of images per class there') from None
 
 
-def _short(e):
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+def labels_of(dataset):
+    """The labels of every image, in order, without reading the images (None where the set does not hold them)."""
+    for attribute in ('targets', 'labels'):  # torchvision's MNIST, CIFAR10, ImageFolder; SVHN
+        values = getattr(dataset, attribute, None)
+        if values is not None:
+            return [int(v) for v in values]
+    return None

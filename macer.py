@@ -3,11 +3,14 @@
 A pure function of the logits of k noisy copies of each image: no optimiser, no printing, no
 host synchronisation. The training loop (`train.py`) draws the noise and takes the step.
 """
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 
 
-def macer_loss(logits, targets, *, sigma, lbd, gamma, beta):
+def macer_loss(logits: torch.Tensor, targets: torch.Tensor, *, sigma: float, lbd: float, gamma: float,
+               beta: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MACER's objective for one minibatch: returns `(loss, classification, robustness)`.
 
     logits: [n, k, C], the base classifier on x_i + d_ij, d_ij ~ N(0, sigma^2 I) (Algorithm 1, step 1).
@@ -32,16 +35,14 @@ def macer_loss(logits, targets, *, sigma, lbd, gamma, beta):
     of the paper uses 8) both keep the same points; at the hyper-parameter study's gamma 12 and 16,
     this loss also keeps the points with q2 < 3e-8 and xi <= gamma, as the paper's definition does.
     """
-    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    logits = _at_least_fp32(logits)
     n = logits.shape[0]
     p = F.softmax(logits, dim=2).mean(dim=1)
     classification = -torch.log(p.gather(1, targets[:, None]).squeeze(1) + 1e-10).sum()
 
     q = F.softmax(beta * logits, dim=2).mean(dim=1)
     top2, top2_idx = q.topk(2, dim=1)
-    with torch.no_grad():
-        xi = torch.special.ndtri(top2[:, 0]) - torch.special.ndtri(top2[:, 1])
-        keep = (top2_idx[:, 0] == targets) & torch.isfinite(xi) & (xi <= gamma)
+    keep = _kept(top2.detach(), top2_idx, targets, gamma)
     # Phi^-1 again with the dropped points set to 1/2: at q1 = 1 its gradient is infinite, and
     # 0 * inf would turn their zero gradient into NaN; `where` instead of boolean indexing keeps
     # shapes static (no host synchronisation)
@@ -52,3 +53,27 @@ def macer_loss(logits, targets, *, sigma, lbd, gamma, beta):
 
     loss = (classification + lbd * robustness) / n
     return loss, classification / n, robustness / n
+
+
+def hinge_kept(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float, beta: float) -> torch.Tensor:
+    """Which points of the minibatch the robustness term acts on (Algorithm 1, step 3): bool [n].
+
+    The points in G (soft top-1 class = label) with finite xi <= gamma: `macer_loss` sums its hinge
+    over exactly these. For the training log: the share kept shows how much of the batch the term
+    still pushes, and it falls towards 0 as the margins grow.
+    """
+    with torch.no_grad():
+        q = F.softmax(beta * _at_least_fp32(logits), dim=2).mean(dim=1)
+        top2, top2_idx = q.topk(2, dim=1)
+        return _kept(top2, top2_idx, targets, gamma)
+
+
+def _at_least_fp32(logits):
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _kept(top2, top2_idx, targets, gamma):
+    # the masks are constants of the loss: no gradient flows through them
+    with torch.no_grad():
+        xi = torch.special.ndtri(top2[:, 0]) - torch.special.ndtri(top2[:, 1])
+        return (top2_idx[:, 0] == targets) & torch.isfinite(xi) & (xi <= gamma)

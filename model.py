@@ -2,8 +2,9 @@
 
 LeNet and ResNet-110 have the `state_dict` keys and shapes of the public MACER code (PAPER.md
 section 4), so the authors' released checkpoints load with `strict=True`; ResNet-110's keys are
-also those of Cohen's and Salman's `cifar_resnet110`. An optional `NormalizeLayer` in front (Cohen's
-constants) serves their checkpoints, which were trained behind one; MACER models have none.
+also those of Cohen's and Salman's `cifar_resnet110`. An optional input layer in front serves
+their checkpoints: Cohen's `NormalizeLayer` ((x - mean) / std) or Salman's `InputCenterLayer`
+(x - mean), with the data set's channel statistics; MACER models have none.
 
 References: K. He et al., Deep residual learning for image recognition (CVPR 2016) and Identity
 mappings in deep residual networks (ECCV 2016).
@@ -20,7 +21,11 @@ DEFAULT_ARCH = {'digits': 'lenet', 'mnist': 'lenet', 'cifar10': 'resnet110', 'sv
 # the input each architecture is built for (channels, height, width)
 ARCH_INPUT = {'lenet': (1, 28, 28), 'resnet110': (3, 32, 32), 'resnet50': (3, 224, 224)}
 
-# Cohen et al.'s channel statistics (locuslab/smoothing, datasets.py), used inside their models
+# what may stand in front of the network: nothing (MACER), Cohen's normalisation or Salman's centring
+INPUT_LAYERS = ('none', 'normalize', 'center')
+
+# Cohen et al.'s channel statistics (locuslab/smoothing, datasets.py), used inside their models (Salman
+# et al.'s centring layer subtracts the same means)
 NORMALIZATION = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -42,6 +47,21 @@ class NormalizeLayer(nn.Module):
 
     def forward(self, x):
         return (x - self.mean) / self.std
+
+
+class InputCenterLayer(nn.Module):
+    """x - mean per channel, no division: the first layer of most of Salman et al.'s released models.
+
+    Like `NormalizeLayer`, it has no parameters in the `state_dict`, so nothing in a checkpoint says
+    which of the two a model was trained behind (`--input_layer` does).
+    """
+
+    def __init__(self, mean):
+        super().__init__()
+        self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return x - self.mean
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -139,22 +159,38 @@ def resnet50(num_classes=1000):
 _BUILDERS = {'lenet': LeNet, 'resnet110': resnet110, 'resnet50': resnet50}
 
 
-def build_model(arch, num_classes=10, normalization=None):
-    """The network `arch`, behind a NormalizeLayer with `NORMALIZATION[normalization]` if given.
+def build_model(arch, num_classes=10, input_layer='none', stats=None):
+    """The network `arch`, behind an input layer with the channel statistics `NORMALIZATION[stats]`.
 
-    Returns `net` or `Sequential(NormalizeLayer, net)`; `base_network(model)` gives `net` either way.
+    input_layer: 'none', 'normalize' (Cohen's `NormalizeLayer`) or 'center' (Salman's
+    `InputCenterLayer`). Returns `net` or `Sequential(layer, net)` (Cohen's and Salman's layout, keys
+    `1.*`); `base_network(model)` gives `net` either way.
     """
     if arch not in _BUILDERS:
         raise ValueError(f'unknown architecture {arch!r}; choose one of {", ".join(ARCHS)}')
+    if input_layer not in INPUT_LAYERS:
+        raise ValueError(f'unknown input layer {input_layer!r}; choose one of {", ".join(INPUT_LAYERS)}')
     net = _BUILDERS[arch](num_classes=num_classes)
-    if normalization is None:
+    if input_layer == 'none':
         return net
-    mean, std = NORMALIZATION[normalization]
-    return nn.Sequential(NormalizeLayer(mean, std), net)
+    mean, std = NORMALIZATION[stats]
+    if len(mean) != ARCH_INPUT[arch][0]:
+        raise ValueError(f'{stats} statistics have {len(mean)} channels, {arch} takes {ARCH_INPUT[arch][0]}')
+    layer = NormalizeLayer(mean, std) if input_layer == 'normalize' else InputCenterLayer(mean)
+    return nn.Sequential(layer, net)
 
 
 def base_network(model):
-    """The network without its NormalizeLayer (whose keys are those of the MACER checkpoints)."""
-    if isinstance(model, nn.Sequential) and isinstance(model[0], NormalizeLayer):
+    """The network without its input layer (whose keys are those of the MACER checkpoints)."""
+    if isinstance(model, nn.Sequential) and isinstance(model[0], (NormalizeLayer, InputCenterLayer)):
         return model[1]
     return model
+
+
+def input_layer_of(model):
+    """'none', 'normalize' or 'center': the layer in front of the network."""
+    if isinstance(model, nn.Sequential) and isinstance(model[0], NormalizeLayer):
+        return 'normalize'
+    if isinstance(model, nn.Sequential) and isinstance(model[0], InputCenterLayer):
+        return 'center'
+    return 'none'

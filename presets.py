@@ -14,7 +14,7 @@ _MACER = dict(method='macer', epochs=440, lr=0.01, lr_milestones=[200, 400], lr_
 # Cohen et al.: ResNet-110 behind their normalisation layer, lr 0.1 momentum 0.9 weight decay 1e-4,
 # batch 400, 90 epochs, lr x0.1 every 30 epochs, one noisy copy per image (PAPER.md section 5);
 # certified once, after the last epoch
-_COHEN = dict(method='gaussian', dataset='cifar10', normalize=True, epochs=90, lr=0.1, lr_milestones=[30, 60],
+_COHEN = dict(method='gaussian', dataset='cifar10', input_layer='normalize', epochs=90, lr=0.1, lr_milestones=[30, 60],
               lr_factor=0.1, momentum=0.9, weight_decay=1e-4, batch_size=400, gauss_num=1, cert_from=90,
               cert_every=20)
 
@@ -22,7 +22,7 @@ _COHEN = dict(method='gaussian', dataset='cifar10', normalize=True, epochs=90, l
 # copies, behind Cohen's normalisation (PAPER.md section 5). Their `--batch 256` is split into m
 # minibatches of 256/m images, each repeated m times, with one optimiser step per minibatch: here
 # --batch_size counts distinct images per step, so it is 256/m. Weight decay 1e-4 is their default.
-_SALMAN = dict(method='smoothadv', dataset='cifar10', normalize=True, epochs=150, lr=0.1, lr_milestones=[50, 100],
+_SALMAN = dict(method='smoothadv', dataset='cifar10', input_layer='normalize', epochs=150, lr=0.1, lr_milestones=[50, 100],
                lr_factor=0.1, momentum=0.9, weight_decay=1e-4, num_steps=10, warmup=10, cert_from=150,
                cert_every=20)
 

@@ -12,18 +12,18 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn as nn
 
-from common import UsageError
+from common import SingleProcess, UsageError
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 MEMORY_FORMATS = ('channels_last', 'contiguous')
 
 
-class Distributed:
+class Distributed(SingleProcess):
     """This process's place in a torchrun job: rank `rank` of `world` (rank 0 of 1 when run plainly).
 
     Only what the project needs: a barrier, sums, gathering Python objects, and `on_main`, which
-    runs a step on rank 0 and gives its UsageError (if any) to every rank, so a bad input stops the
-    whole job with one message instead of leaving the other ranks waiting at a barrier.
+    runs a step on rank 0 and gives its result, or its UsageError, to every rank, so a bad input
+    stops the whole job with one message instead of leaving the other ranks waiting at a barrier.
     """
 
     def __init__(self, rank=0, world=1, local_rank=0):
@@ -44,15 +44,6 @@ class Distributed:
             torch_dist.init_process_group('nccl' if cuda else 'gloo')
         return cls(rank, world, local_rank)
 
-    @property
-    def is_main(self):
-        return self.rank == 0
-
-    def print(self, *args, **kwargs):
-        """`print` on rank 0 only: one log line per job, not one per process."""
-        if self.is_main:
-            print(*args, **kwargs)
-
     def barrier(self):
         if self.world > 1:
             torch_dist.barrier()
@@ -64,7 +55,6 @@ class Distributed:
         return tensor
 
     def gather(self, obj):
-        """[obj of rank 0, obj of rank 1, ...] on every rank."""
         if self.world == 1:
             return [obj]
         out = [None] * self.world
@@ -72,19 +62,18 @@ class Distributed:
         return out
 
     def on_main(self, step):
-        """Run `step()` on rank 0 only; a UsageError there is raised on every rank."""
         if self.world == 1:
             return step()
-        error = None
+        box = [None, None]  # (result, error)
         if self.is_main:
             try:
-                step()
+                box[0] = step()
             except UsageError as e:
-                error = str(e)
-        box = [error]
+                box[1] = str(e)
         torch_dist.broadcast_object_list(box, src=0)
-        if box[0] is not None:
-            raise UsageError(box[0])
+        if box[1] is not None:
+            raise UsageError(box[1])
+        return box[0]
 
     def close(self):
         if self.world > 1 and torch_dist.is_initialized():
@@ -113,6 +102,13 @@ def pick_device(spec, dist=None):
     elif device.type != 'cpu':
         raise UsageError(f'--device {spec}: only cpu and cuda are supported')
     return device
+
+
+def speed_settings(device):
+    """The process-wide speed settings of a device."""
+    if device.type == 'cuda':
+        # input sizes never change: let cuDNN time its convolution algorithms once and keep the fastest
+        torch.backends.cudnn.benchmark = True
 
 
 def check_precision(precision, device):

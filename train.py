@@ -1,39 +1,45 @@
 """Training: MACER (Algorithm 1), Gaussian augmentation and SmoothAdv behind one loop.
 
-`run_training` owns the epoch loop: build or resume the run, then per epoch `train_one_epoch`,
-the learning-rate step, a log line, a checkpoint and, on the certification schedule, `--task
-test`'s certification of the model in hard mode. Checkpoints hold everything needed to continue
-exactly (model, optimiser, scheduler, epoch, RNG states, arguments, the log so far) and are
-written atomically.
+`run_training` owns the epoch loop: per epoch `train_one_epoch`, the learning-rate step, a log
+line, a checkpoint and, on the certification schedule, a certification of the model in hard mode.
+`start_run` builds a new run or restores a resumed one (`restore`) and guards the checkpoint folder:
+one run per folder (each run has an identity, written in its checkpoints), one process at a time
+(a lock held for the life of the process). Checkpoints hold everything needed to continue exactly
+(model, optimiser, scheduler, epoch, RNG states, arguments, the log so far) and are written atomically.
 """
+import bisect
+import hashlib
 import json
 import os
 import random
 import sys
 import time
-import warnings
+import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+import checkpoint
 from baselines import gaussian_loss, smoothadv_attack
-from checkpoint import FORMAT, fit_model, read_checkpoint, save_checkpoint
-from common import UsageError, atomic_write_text, remove_stale_temporaries
+from common import FolderLock, SingleProcess, UsageError, atomic_write_text, differences, first_line, jsonable, \
+    remove_stale_temporaries
 from data import NUM_CLASSES, get_dataset
-from macer import macer_loss
-from model import base_network, build_model
+from macer import hinge_kept, macer_loss
+from model import build_model
 
 METHODS = ('macer', 'gaussian', 'smoothadv')
 
 # the arguments that make a run what it is: resuming with any of them changed would silently
 # train a different model, so it is refused (--epochs, the certification and I/O flags may change)
-IDENTITY = ('method', 'dataset', 'arch', 'normalize', 'sigma', 'lbd', 'lbd_after', 'gamma', 'beta', 'gauss_num',
+IDENTITY = ('method', 'dataset', 'arch', 'input_layer', 'sigma', 'lbd', 'lbd_after', 'gamma', 'beta', 'gauss_num',
             'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'batch_size', 'lr', 'momentum', 'weight_decay',
-            'lr_milestones', 'lr_factor', 'seed', 'precision')
+            'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
 
 LOG_NAME = 'log.jsonl'
 LATEST = 'latest.pth'
+LOCK_NAME = '.lock'
 
 
 class Diverged(UsageError):
@@ -46,7 +52,7 @@ def lambda_at(epoch, lbd, lbd_after):
 
 
 def epsilon_at(epoch, epsilon, warmup):
-    """SmoothAdv's attack radius in epoch `epoch` (1-based): min(eps, epoch * eps / warmup) (PAPER.md section 5)."""
+    """SmoothAdv's attack radius in epoch `epoch` (1-based): min(eps, epoch * eps / warmup) (docs/METHOD.md)."""
     return min(epsilon, epoch * epsilon / warmup)
 
 
@@ -55,72 +61,116 @@ def is_cert_epoch(epoch, cert_from, cert_every):
     return epoch >= cert_from and (epoch - cert_from) % cert_every == 0
 
 
-def training_step(model, x, y, *, method, epoch, args):
+def lr_after(epoch, lr, milestones, factor):
+    """The learning rate once `epoch` epochs are done (what the scheduler holds then), in closed form:
+    lr * factor^(milestones <= epoch). With --lr_step end it is the rate of epoch `epoch` + 1; with
+    --lr_step start (the public code's), of epoch `epoch` itself."""
+    return lr * factor ** bisect.bisect_right(milestones, epoch)
+
+
+@dataclass(frozen=True)
+class StepArgs:
+    """The hyper-parameters of one training step of `method` (those of the current epoch)."""
+    method: str
+    sigma: float
+    k: int               # noisy copies per image: MACER's k, Gaussian's copies, SmoothAdv's m
+    lbd: float = 0.0     # MACER: lambda of this epoch
+    gamma: float = 8.0   # MACER: hinge on xi
+    beta: float = 16.0   # MACER: inverse temperature of the robustness term
+    epsilon: float = 0.0  # SmoothAdv: attack radius of this epoch (pixel units)
+    num_steps: int = 0   # SmoothAdv: PGD steps
+
+    @classmethod
+    def of_epoch(cls, args, epoch):
+        k = args.num_noise_vec if args.method == 'smoothadv' else args.gauss_num
+        return cls(args.method, args.sigma, k, lambda_at(epoch, args.lbd, args.lbd_after), args.gamma, args.beta,
+                   epsilon_at(epoch, args.epsilon, args.warmup), args.num_steps)
+
+
+def training_step(model, x, y, step):
     """One minibatch of any method: returns `(loss, classification, robustness, logits [n, k, C])`.
 
-    MACER: k = --gauss_num noisy copies, `macer_loss`. Gaussian: k copies (1 by default),
-    cross-entropy. SmoothAdv: m = --num_noise_vec noise draws, the PGD attack on them, then
-    cross-entropy on x_adv + d_1..d_m with the same draws.
+    MACER: k noisy copies, `macer_loss`. Gaussian: k copies (1 by default), cross-entropy.
+    SmoothAdv: m noise draws, the PGD attack on them, then cross-entropy on x_adv + d_1..d_m with
+    the same draws. `step`: a `StepArgs`.
     """
     n = x.shape[0]
-    k = args.num_noise_vec if method == 'smoothadv' else args.gauss_num
     # noise is drawn on the device: no host-side tensor of n * k images
-    noise = torch.randn((n, k, *x.shape[1:]), device=x.device, dtype=x.dtype).mul_(args.sigma)
-    if method == 'smoothadv':
-        x = smoothadv_attack(model, x, y, noise, epsilon=epsilon_at(epoch, args.epsilon, args.warmup),
-                             num_steps=args.num_steps)
-    logits = model((x.unsqueeze(1) + noise).flatten(0, 1)).view(n, k, -1)
-    if method == 'macer':
-        parts = macer_loss(logits, y, sigma=args.sigma, lbd=lambda_at(epoch, args.lbd, args.lbd_after),
-                           gamma=args.gamma, beta=args.beta)
+    noise = torch.randn((n, step.k, *x.shape[1:]), device=x.device, dtype=x.dtype).mul_(step.sigma)
+    if step.method == 'smoothadv':
+        x = smoothadv_attack(model, x, y, noise, epsilon=step.epsilon, num_steps=step.num_steps)
+    logits = model((x.unsqueeze(1) + noise).flatten(0, 1)).view(n, step.k, -1)
+    if step.method == 'macer':
+        parts = macer_loss(logits, y, sigma=step.sigma, lbd=step.lbd, gamma=step.gamma, beta=step.beta)
     else:
         parts = gaussian_loss(logits, y)
     return (*parts, logits)
 
 
-def train_one_epoch(model, loader, optimizer, scaler, *, epoch, args, device, dist, progress=True):
-    """One pass over `loader`; returns the epoch's means (per image) and its noisy-copy count.
+def optimizer_step(optimizer, scaler, loss):
+    """Backward and step; `scaler` scales fp16 losses (a no-op otherwise). Returns the gradient's L2 norm
+    (unscaled, on the device: no host sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grads = [p.grad for group in optimizer.param_groups for p in group['params'] if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss.new_zeros(())
+    scaler.step(optimizer)
+    scaler.update()
+    return norm
 
-    `model` is the network as run (`runtime.Runner`); `scaler` scales fp16 losses (a no-op
-    otherwise); `dist` sums the figures over the ranks of a torchrun job.
+
+def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, device, job, progress=True):
+    """One pass over `loader` with the hyper-parameters `step` (`StepArgs`); returns the epoch's figures.
+
+    `model` is the network as run (`runtime.Runner`); `job` sums the figures over the ranks of a
+    torchrun job. Figures: per image the mean classification and robustness losses; the accuracy of
+    the noisy copies; the mean gradient norm per step; for MACER the share of points the hinge kept.
     """
     model.train()
-    # running sums stay on the device; they reach the host every 20 steps and at the end
-    # (classification, robustness, correct copies, non-finite losses)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
-    images = copies = 0
-    bar = tqdm(loader, desc=f'epoch {epoch}/{args.epochs}', unit='batch', leave=False,
-               disable=not (progress and dist.is_main), dynamic_ncols=True, file=sys.stderr)
-    for step, (x, y) in enumerate(bar, start=1):
+    # running sums stay on the device; they reach the host every 20 steps and at the end (classification,
+    # robustness, correct copies, non-finite losses, gradient norms, points kept by the hinge)
+    sums = torch.zeros(6, dtype=torch.float64, device=device)
+    images = copies = steps = 0
+    bar = tqdm(loader, desc=f'epoch {epoch}/{epochs}', unit='batch', leave=False,
+               disable=not (progress and job.is_main), dynamic_ncols=True, file=sys.stderr)
+    for i, (x, y) in enumerate(bar, start=1):
         # non_blocking with pinned memory lets the copy overlap the previous step's compute
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, classification, robustness, logits = training_step(model, x, y, method=args.method, epoch=epoch,
-                                                                 args=args)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss, classification, robustness, logits = training_step(model, x, y, step)
+        grad_norm = optimizer_step(optimizer, scaler, loss)
         n = x.shape[0]
         images += n
         copies += logits.shape[0] * logits.shape[1]
+        steps += 1
         with torch.no_grad():
             correct = (logits.argmax(dim=2) == y[:, None]).sum()
+            kept = (hinge_kept(logits, y, gamma=step.gamma, beta=step.beta).sum() if step.method == 'macer'
+                    else correct.new_zeros(()))
             sums += torch.stack([classification.double() * n, robustness.double() * n, correct.double(),
-                                 (~torch.isfinite(loss)).double()])
-        if step % 20 == 0 or step == len(loader):
+                                 (~torch.isfinite(loss)).double(), grad_norm.double(), kept.double()])
+        if i % 20 == 0 or i == len(loader):
             # sync point: every 20 steps, for the bar and the NaN check (summed over the ranks, so all
             # ranks stop together)
             s = sums.tolist()
-            bad = s[3] if dist.world == 1 else dist.all_reduce_sum(sums[3:].clone()).item()
+            bad = s[3] if job.world == 1 else job.all_reduce_sum(sums[3:4].clone()).item()
             if bad:
-                raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (by step {step}); the last '
-                               f'good checkpoint is kept: lower --lr (now {args.lr}) or --lbd and resume from it')
+                raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (by step {i})')
             bar.set_postfix_str(f'cl={s[0] / images:.3f} rl={s[1] / images:.3f} acc={s[2] / copies:.3f}', refresh=False)
     bar.close()
-    totals = torch.cat([sums[:3], sums.new_tensor([images, copies])])
-    s = dist.all_reduce_sum(totals).tolist()  # the epoch's sync point
-    return {'classification': s[0] / s[3], 'robustness': s[1] / s[3], 'train_acc_noise': s[2] / s[4],
-            'noisy_images': int(s[4]), 'images': int(s[3])}
+    totals = torch.cat([sums, sums.new_tensor([images, copies, steps])])
+    s = (totals if job.world == 1 else job.all_reduce_sum(totals)).tolist()  # the epoch's sync point
+    figures = {'classification': s[0] / s[6], 'robustness': s[1] / s[6], 'train_acc_noise': s[2] / s[7],
+               'grad_norm': s[4] / s[8], 'noisy_images': int(s[7]), 'images': int(s[6])}
+    if step.method == 'macer':
+        figures['hinge_kept'] = s[5] / s[6]
+    return figures
+
+
+def weight_norm(model):
+    """The L2 norm of all trainable weights: its growth is how MACER's collapse at large lambda starts."""
+    with torch.no_grad():
+        return float(torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in model.parameters()])))
 
 
 def rng_state():
@@ -145,183 +195,311 @@ def _numpy_state():
     return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
 
 
-def _jsonable(value):
-    return json.loads(json.dumps(value))
-
-
-def _loader(dataset, args, device, dist):
+def _loader(dataset, args, device, job):
     """Shuffled minibatches; under torchrun each rank reads its own shard (DistributedSampler, seeded by
     --seed and the epoch) in minibatches of --batch_size / world, so the global batch stays --batch_size."""
     sampler = None
-    if dist.world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank,
+    if job.world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=job.world, rank=job.rank,
                                                                   shuffle=True, seed=args.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size // dist.world, shuffle=sampler is None,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size // job.world, shuffle=sampler is None,
                                          sampler=sampler, num_workers=args.workers,
                                          pin_memory=device.type == 'cuda', persistent_workers=args.workers > 0)
     return loader, sampler
 
 
-def _check_resume(ckpt, args):
+# --- one run per folder ---------------------------------------------------------------------------
+
+def run_id_of(ckpt):
+    """The identity of the run that wrote a project checkpoint. Files from before run identities existed
+    get one derived from their first log record, which holds that run's own timing: stable across its
+    checkpoints, different between runs."""
+    if ckpt.run_id is not None:
+        return ckpt.run_id
+    history = ckpt.content.get('history') or []
+    if not history:
+        return None
+    return 'legacy-' + hashlib.sha256(json.dumps(history[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def folder_run(ckptdir):
+    """The run `ckptdir` holds, as the checkpoint that says most about it (latest.pth, else the last
+    EPOCH.pth): a `checkpoint.Checkpoint`, or None for a folder without this tool's checkpoints."""
+    names = os.listdir(ckptdir)
+    epochs = sorted((int(n[:-4]) for n in names if n.endswith('.pth') and n[:-4].isdigit()), reverse=True)
+    candidates = ([LATEST] if LATEST in names else []) + [f'{e}.pth' for e in epochs]
+    if not candidates:
+        if LOG_NAME in names:
+            raise UsageError(f'--ckptdir {ckptdir} holds {LOG_NAME} of an earlier run but no checkpoint; move it '
+                             f'away or choose another --ckptdir')
+        return None
+    path = os.path.join(ckptdir, candidates[0])
+    try:
+        ckpt = checkpoint.read_checkpoint(path)
+    except UsageError as e:
+        raise UsageError(f'--ckptdir {ckptdir} holds {candidates[0]}, which cannot be read ({e}); move it away or '
+                         f'choose another --ckptdir') from None
+    if ckpt.kind != 'project':
+        raise UsageError(f'--ckptdir {ckptdir} holds {candidates[0]}, a checkpoint of another tool; move it away or '
+                         f'choose another --ckptdir')
+    return ckpt
+
+
+def check_folder(ckptdir, ckpt, run_id):
+    """Never write into a folder that holds another run, or this run at a later epoch."""
+    held = folder_run(ckptdir)
+    if held is None:
+        return
+    there = os.path.join(ckptdir, os.path.basename(held.path))
+    if ckpt is None:
+        raise UsageError(f'--ckptdir {ckptdir} already holds a run ({os.path.basename(held.path)}, epoch {held.epoch}); '
+                         f'resume it with --resume_ckpt {os.path.join(ckptdir, LATEST)}, or choose another --ckptdir')
+    if ckpt.kind != 'project':
+        raise UsageError(f'--ckptdir {ckptdir} holds a run (epoch {held.epoch}); {ckpt.path}, a checkpoint of the '
+                         f'MACER code, starts a new run, which would overwrite it: choose an empty --ckptdir')
+    if run_id_of(held) != run_id:
+        raise UsageError(f'--ckptdir {ckptdir} holds another run ({os.path.basename(held.path)}, epoch {held.epoch}) '
+                         f'than {ckpt.path}; continuing there would overwrite it: choose another --ckptdir')
+    if held.epoch > ckpt.epoch:
+        raise UsageError(f'--ckptdir {ckptdir} holds this run at epoch {held.epoch}, later than the checkpoint '
+                         f'resumed (epoch {ckpt.epoch}); resume from {there}, or choose another --ckptdir')
+
+
+def check_resumable(ckpt, args):
+    """A checkpoint can resume this run: its format, its epoch against --epochs, its arguments."""
     if ckpt.kind == 'cohen':
         raise UsageError(f'{ckpt.path} is a Cohen/Salman checkpoint: it can be certified (--task test) but not '
                          f'resumed; training resumes from this project\'s or the MACER code\'s checkpoints')
-    if ckpt.kind != 'project':
+    if ckpt.epoch > args.epochs:
+        raise UsageError(f'{ckpt.path} is at epoch {ckpt.epoch}, past --epochs {args.epochs}: give --epochs '
+                         f'{ckpt.epoch} or more to train on (or certify it with --task test)')
+    if ckpt.kind == 'macer':
+        if args.input_layer != 'none':
+            raise UsageError(f'{ckpt.path} is a MACER checkpoint, trained without an input layer; leave '
+                             f'--input_layer (and --normalize) out')
         return
+    checkpoint.check_dataset(ckpt, args.dataset)
     if not all(k in ckpt.content for k in ('optimizer', 'scheduler', 'rng')):
         raise UsageError(f'{ckpt.path} holds weights only (no optimiser, scheduler or RNG state): certify it with '
                          f'--task test; training resumes from a --ckptdir/latest.pth')
-    theirs = ckpt.args or {}
-    mine = _jsonable({k: getattr(args, k) for k in IDENTITY})
-    differ = [k for k in IDENTITY if k in theirs and theirs[k] != mine[k]]
+    theirs = dict(ckpt.args or {})
+    if 'input_layer' not in theirs and 'normalize' in theirs:  # written before --input_layer existed
+        theirs['input_layer'] = 'normalize' if theirs['normalize'] else 'none'
+    mine = {k: getattr(args, k) for k in IDENTITY}
+    differ = differences(theirs, mine, keys=[k for k in IDENTITY if k in theirs], prefix='--')
     if differ:
-        shown = ', '.join(f'--{k} {theirs[k]} there, {mine[k]} now' for k in differ[:3])
-        raise UsageError(f'{ckpt.path} was trained with other arguments ({shown}); resume with the same '
+        raise UsageError(f'{ckpt.path} was trained with other arguments ({differ}); resume with the same '
                          f'arguments (--epochs may grow), or start a new run in another --ckptdir')
 
 
-def _check_ckptdir(ckptdir, resume_epoch):
-    """Never overwrite the newer checkpoint of another (or a later) run."""
-    latest = os.path.join(ckptdir, LATEST)
-    if not os.path.exists(latest):
-        return
-    try:
-        epoch = read_checkpoint(latest).epoch
-    except UsageError:
-        epoch = None
-    if resume_epoch is None:
-        raise UsageError(f'--ckptdir {ckptdir} already holds a run ({LATEST}, epoch {epoch}); resume it with '
-                         f'--resume_ckpt {latest}, or choose another --ckptdir')
-    if epoch is None or epoch > resume_epoch:
-        raise UsageError(f'--ckptdir {ckptdir} holds {LATEST} at epoch {epoch}, newer than the checkpoint resumed '
-                         f'(epoch {resume_epoch}); resume from {latest}, or choose another --ckptdir')
+def restore(ckpt, optimizer, scheduler, scaler, job, args):
+    """Put a resumed run's state back: returns its history (the log so far).
 
-
-def run_training(args, device, make_runner, certify_epoch, dist=None):
-    """`--task train`: build or resume the run, then train to `--epochs`.
-
-    `make_runner(model)` gives the module that runs the network (`runtime.Runner`: precision,
-    memory format, compilation, DistributedDataParallel); `certify_epoch(model, runner, epoch)`
-    certifies it after the epochs of the schedule (main.py passes `--task test`'s certification,
-    in hard mode). Under torchrun (`dist`), rank 0 alone prints, logs and writes checkpoints.
+    This project's checkpoints restore the optimiser (momentum buffers), scheduler, gradient scaler
+    and every rank's RNG state, so the run continues exactly. The public code's `{'net', 'epoch'}`
+    hold weights and epoch only: the learning rate is set in closed form for that epoch, the momentum
+    buffers start from zero and the RNG from --seed and the epoch. Every stored part is checked; a
+    damaged one is refused with one line.
     """
-    from runtime import Distributed
-    dist = dist or Distributed()
-    if args.batch_size % dist.world:
-        raise UsageError(f'--batch_size {args.batch_size} is the global batch: it must divide evenly over the '
-                         f'{dist.world} processes of the job')
-    num_classes = NUM_CLASSES[args.dataset]
-    normalization = args.dataset if args.normalize else None
-    history, start = [], 0
-    if args.resume_ckpt == 'auto':
-        if not args.ckptdir:
-            raise UsageError('--resume_ckpt auto resumes from --ckptdir/latest.pth: give --ckptdir')
-        latest = os.path.join(args.ckptdir, LATEST)
-        args.resume_ckpt = latest if os.path.exists(latest) else None
-    ckpt = read_checkpoint(args.resume_ckpt) if args.resume_ckpt else None
-    if ckpt is not None:
-        _check_resume(ckpt, args)
-    if args.ckptdir:
-        _check_ckptdir(args.ckptdir, None if ckpt is None else ckpt.epoch)
-        if dist.is_main:
-            remove_stale_temporaries(args.ckptdir)
-    # the training set is read before anything is written
-    train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
+    if ckpt.kind != 'project':
+        lr = lr_after(ckpt.epoch, args.lr, args.lr_milestones, args.lr_factor)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        scheduler.last_epoch = ckpt.epoch
+        scheduler._last_lr = [lr for _ in optimizer.param_groups]
+        torch.manual_seed(args.seed + ckpt.epoch)
+        return []
+    c = ckpt.content
 
+    def damaged(part, e=None):
+        detail = f' ({first_line(e)})' if e is not None else ''
+        return UsageError(f'{ckpt.path}: its {part} is damaged{detail}; resume from another checkpoint of the run')
+    try:
+        optimizer.load_state_dict(c['optimizer'])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+        raise damaged('optimiser state', e) from None
+    for group in optimizer.param_groups:
+        for p in group['params']:
+            buffer = optimizer.state.get(p, {}).get('momentum_buffer')
+            if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != p.shape):
+                raise damaged('optimiser state (a momentum buffer of another shape than its weight)')
+    try:
+        scheduler.load_state_dict(c['scheduler'])
+        if 'scaler' in c:
+            scaler.load_state_dict(c['scaler'])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+        raise damaged('scheduler state', e) from None
+    if scheduler.last_epoch != ckpt.epoch:
+        raise damaged(f'scheduler state (at epoch {scheduler.last_epoch}, the checkpoint at {ckpt.epoch})')
+    rng = c['rng']
+    if isinstance(rng, list):  # one state per rank of the job that wrote it
+        if len(rng) != job.world:
+            raise UsageError(f'{ckpt.path} was written by a job of {len(rng)} processes; resume it with as '
+                             f'many (torchrun --nproc_per_node {len(rng)}) to continue exactly')
+        rng = rng[job.rank]
+    elif job.world > 1:
+        raise UsageError(f'{ckpt.path} was written by a single process; resume it with one process to '
+                         f'continue exactly')
+    try:
+        set_rng_state(rng)
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+        raise damaged('random-number state', e) from None
+    history = c.get('history', [])
+    if not (isinstance(history, list) and all(isinstance(r, dict) and isinstance(r.get('epoch'), int)
+                                              for r in history)):
+        raise damaged('history (the log of its epochs)')
+    return list(history)
+
+
+@dataclass
+class Run:
+    """A run ready to train: its model, optimiser, scheduler, scaler, identity, history and first epoch."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    run_id: str
+    history: list
+    start: int
+    ckpt: object
+
+
+def start_run(args, ckpt, device, job):
+    """A new run (seeded by --seed) or the resumed one, on `device`."""
+    num_classes = NUM_CLASSES[args.dataset]
+    stats = args.dataset if args.input_layer != 'none' else None
     if ckpt is None:
         torch.manual_seed(args.seed)
         random.seed(args.seed)
         np.random.seed(args.seed)
-        model = build_model(args.arch, num_classes, normalization)
-        if dist.world > 1:
-            torch.manual_seed(args.seed + 1000003 * dist.rank)  # each rank its own noise
+        model = build_model(args.arch, num_classes, args.input_layer, stats)
+        if job.world > 1:
+            torch.manual_seed(args.seed + 1000003 * job.rank)  # each rank its own noise
     else:
-        model = fit_model(ckpt, args.arch, num_classes, f'--dataset {args.dataset}')
-        if ckpt.kind == 'macer' and args.normalize:
-            raise UsageError(f'{ckpt.path} is a MACER checkpoint, trained without --normalize; drop --normalize')
+        model = checkpoint.fit_model(ckpt, args.arch, num_classes, f'--dataset {args.dataset}', args.input_layer)
     model.to(device)
-    runner = make_runner(model)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=args.lr_factor)
-    if ckpt is not None:
-        start = ckpt.epoch
-        if ckpt.kind == 'project':
-            optimizer.load_state_dict(ckpt.content['optimizer'])
-            scheduler.load_state_dict(ckpt.content['scheduler'])
-            if 'scaler' in ckpt.content:
-                scaler.load_state_dict(ckpt.content['scaler'])
-            rng = ckpt.content['rng']
-            if isinstance(rng, list):  # one state per rank of the job that wrote it
-                if len(rng) != dist.world:
-                    raise UsageError(f'{ckpt.path} was written by a job of {len(rng)} processes; resume it with as '
-                                     f'many (torchrun --nproc_per_node {len(rng)}) to continue exactly')
-                rng = rng[dist.rank]
-            elif dist.world > 1:
-                raise UsageError(f'{ckpt.path} was written by a single process; resume it with one process to '
-                                 f'continue exactly')
-            set_rng_state(rng)
-            history = list(ckpt.content.get('history', []))
-        else:
-            # the public code's checkpoints hold weights and epoch only: the lr follows the schedule,
-            # the momentum buffers start from zero
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                for _ in range(start):
-                    scheduler.step()
-            torch.manual_seed(args.seed + start)
-        dist.print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {start}', flush=True)
-        if is_cert_epoch(start, args.cert_from, args.cert_every):
-            certify_epoch(model, runner, start)  # finishes a certification the stop interrupted (or re-reads it)
+    history = [] if ckpt is None else restore(ckpt, optimizer, scheduler, scaler, job, args)
+    if ckpt is not None and ckpt.kind == 'project':
+        run_id = run_id_of(ckpt)
+    else:  # a new run, also when it continues the weights of the MACER code's checkpoint
+        run_id = job.on_main(lambda: uuid.uuid4().hex)
+    return Run(model, optimizer, scheduler, scaler, run_id, history, 0 if ckpt is None else ckpt.epoch, ckpt)
 
-    loader, sampler = _loader(train_set, args, device, dist)
-    if start >= args.epochs:
-        dist.print(f'==> nothing to train: the checkpoint is at epoch {start} of --epochs {args.epochs}')
-        return model
-    dist.print(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, '
-               f'batch {args.batch_size}, {"k" if args.method != "smoothadv" else "m"} = '
-               f'{args.num_noise_vec if args.method == "smoothadv" else args.gauss_num}, sigma {args.sigma}) '
-               f'on {device}{f" x {dist.world} processes" if dist.world > 1 else ""}, '
-               f'epochs {start + 1}..{args.epochs}',
-               flush=True)
-    for epoch in range(start + 1, args.epochs + 1):
-        lr = optimizer.param_groups[0]['lr']
+
+def run_training(args, device, make_runner, certify_epoch, job=None, record=None):
+    """`--task train`: build or resume the run, then train to `--epochs`.
+
+    `make_runner(model)` gives the module that runs the network (`runtime.Runner`: precision,
+    memory format, compilation, DistributedDataParallel); `certify_epoch(model, runner, epoch,
+    pending_only)` certifies it after the epochs of the schedule. Under torchrun (`job`), rank 0
+    alone prints, logs, holds the folder's lock and writes checkpoints. `record`: the arguments that
+    apply to the run (`cli.record`), kept in every checkpoint.
+    """
+    job = job or SingleProcess()
+    if args.batch_size % job.world:
+        raise UsageError(f'--batch_size {args.batch_size} is the global batch: it must divide evenly over the '
+                         f'{job.world} processes of the job')
+    lock = None
+    if args.ckptdir:
+        lock = FolderLock(os.path.join(args.ckptdir, LOCK_NAME), f'--ckptdir {args.ckptdir}',
+                          'choose another --ckptdir')
+        job.on_main(lock.acquire)
+    try:
+        return _train(args, device, make_runner, certify_epoch, job, record or dict(vars(args)))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(args, device, make_runner, certify_epoch, job, record):
+    ckpt = checkpoint.read_checkpoint(args.resume_ckpt) if args.resume_ckpt else None
+    if ckpt is not None:
+        check_resumable(ckpt, args)
+    run_id_now = (run_id_of(ckpt) if ckpt is not None and ckpt.kind == 'project' else None)
+    if args.ckptdir:
+        job.on_main(lambda: check_folder(args.ckptdir, ckpt, run_id_now))
+        if job.is_main:
+            remove_stale_temporaries(args.ckptdir)
+    # the training set is read before anything is written
+    train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
+    run = start_run(args, ckpt, device, job)
+    runner = make_runner(run.model)
+    if ckpt is not None:
+        job.print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {run.start}', flush=True)
+        if is_cert_epoch(run.start, args.cert_from, args.cert_every):
+            # finishes a certification the stop interrupted; a finished one stands as it is
+            certify_epoch(run.model, runner, run.start, pending_only=True, run_id=run.run_id)
+    loader, sampler = _loader(train_set, args, device, job)
+    if run.start >= args.epochs:
+        job.print(f'==> nothing to train: the checkpoint is at epoch {run.start} of --epochs {args.epochs}')
+        return run.model
+    job.print(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, '
+              f'batch {args.batch_size}, {"k" if args.method != "smoothadv" else "m"} = '
+              f'{args.num_noise_vec if args.method == "smoothadv" else args.gauss_num}, sigma {args.sigma}) '
+              f'on {device}{f" x {job.world} processes" if job.world > 1 else ""}, '
+              f'epochs {run.start + 1}..{args.epochs}', flush=True)
+    for epoch in range(run.start + 1, args.epochs + 1):
+        if args.lr_step == 'start':
+            run.scheduler.step()  # the public code's order: this epoch already trains at the new rate
+        lr = run.optimizer.param_groups[0]['lr']
         if sampler is not None:
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        stats = train_one_epoch(runner, loader, optimizer, scaler, epoch=epoch, args=args, device=device, dist=dist,
-                                progress=not args.quiet)
+        try:
+            figures = train_one_epoch(runner, loader, run.optimizer, run.scaler, StepArgs.of_epoch(args, epoch),
+                                      epoch=epoch, epochs=args.epochs, device=device, job=job,
+                                      progress=not args.quiet)
+        except Diverged as e:
+            raise Diverged(f'{e}; {_diverged_advice(args)}') from None
         seconds = time.perf_counter() - t0
-        scheduler.step()
-        record = {'epoch': epoch, 'lr': lr, 'classification': stats['classification'],
-                  'robustness': stats['robustness'], 'train_acc_noise': stats['train_acc_noise'],
-                  'seconds': seconds, 'noisy_images_per_second': stats['noisy_images'] / seconds}
+        if args.lr_step == 'end':
+            run.scheduler.step()
+        entry = {'epoch': epoch, 'lr': lr, 'classification': figures['classification'],
+                  'robustness': figures['robustness'], 'train_acc_noise': figures['train_acc_noise'],
+                  'grad_norm': figures['grad_norm'], 'weight_norm': weight_norm(run.model),
+                  'seconds': seconds, 'noisy_images_per_second': figures['noisy_images'] / seconds}
         if args.method == 'macer':
-            record['lambda'] = lambda_at(epoch, args.lbd, args.lbd_after)
+            entry['lambda'] = lambda_at(epoch, args.lbd, args.lbd_after)
+            entry['hinge_kept'] = figures['hinge_kept']
         if args.method == 'smoothadv':
-            record['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
-        history.append(record)
-        dist.print(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {record["classification"]:.4f}  '
-                   f'robustness {record["robustness"]:.4f}  acc(noise) {record["train_acc_noise"]:.4f}  '
-                   f'{seconds:.1f}s  {record["noisy_images_per_second"]:.0f} noisy img/s', flush=True)
+            entry['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
+        run.history.append(entry)
+        job.print(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {entry["classification"]:.4f}  '
+                  f'robustness {entry["robustness"]:.4f}  acc(noise) {entry["train_acc_noise"]:.4f}  '
+                  f'{seconds:.1f}s  {entry["noisy_images_per_second"]:.0f} noisy img/s', flush=True)
         certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
-        save_now = args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now)
-        if save_now:
-            rng = rng_state() if dist.world == 1 else dist.gather(rng_state())  # every rank's, to resume exactly
-        if save_now and dist.is_main:
-            content = {'format': FORMAT, 'net': base_network(model).state_dict(), 'epoch': epoch, 'arch': args.arch,
-                       'dataset': args.dataset, 'normalization': normalization, 'num_classes': num_classes,
-                       'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                       'scaler': scaler.state_dict(), 'rng': rng, 'args': _jsonable(vars(args)),
-                       'history': history}
-            if certify_now:
-                save_checkpoint(os.path.join(args.ckptdir, f'{epoch}.pth'), content)
-            save_checkpoint(os.path.join(args.ckptdir, LATEST), content)
-            # the log is rewritten from the checkpoint's history: the two never disagree
-            atomic_write_text(os.path.join(args.ckptdir, LOG_NAME),
-                              ''.join(json.dumps(r) + '\n' for r in history))
+        if args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
+            save(args, run, epoch, certify_now, job, record)
         if certify_now:
-            certify_epoch(model, runner, epoch)
-    return model
+            certify_epoch(run.model, runner, epoch, pending_only=False, run_id=run.run_id)
+    return run.model
+
+
+def save(args, run, epoch, numbered, job, record):
+    """latest.pth (and EPOCH.pth when `numbered`) and log.jsonl, on rank 0, with every rank's RNG state."""
+    rng = rng_state() if job.world == 1 else job.gather(rng_state())  # every rank's, to resume exactly
+    if not job.is_main:
+        return
+    content = checkpoint.content(
+        run.model, epoch=epoch, arch=args.arch, dataset=args.dataset, num_classes=NUM_CLASSES[args.dataset],
+        input_layer=args.input_layer, stats=args.dataset if args.input_layer != 'none' else None,
+        args=jsonable(record), run_id=run.run_id, history=run.history, optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng=rng)
+    if numbered:
+        checkpoint.save_checkpoint(os.path.join(args.ckptdir, f'{epoch}.pth'), content)
+    checkpoint.save_checkpoint(os.path.join(args.ckptdir, LATEST), content)
+    # the log is rewritten from the checkpoint's history: the two never disagree
+    atomic_write_text(os.path.join(args.ckptdir, LOG_NAME), ''.join(json.dumps(r) + '\n' for r in run.history))
+
+
+def _diverged_advice(args):
+    latest = os.path.join(args.ckptdir, LATEST) if args.ckptdir else None
+    fix = f'lower --lr (now {args.lr})' + (f' or --lbd (now {args.lbd})' if args.method == 'macer' else '')
+    if latest and os.path.exists(latest):
+        return f'{latest}, the last good checkpoint, is kept: {fix} and resume from it'
+    return f'no checkpoint was written before it: {fix} and start again'

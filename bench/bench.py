@@ -27,25 +27,21 @@ import statistics
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
-
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import original  # noqa: E402
-from main import nonneg_int, positive_int  # noqa: E402
-from model import build_model  # noqa: E402
-from rs.core import Smooth  # noqa: E402
+from argtypes import nonneg_int, positive_int  # noqa: E402
 from common import UsageError  # noqa: E402
+from model import ARCH_INPUT, build_model  # noqa: E402
+from rs.core import Smooth  # noqa: E402
 from runtime import Runner, pick_device  # noqa: E402
-from train import training_step  # noqa: E402
+from train import StepArgs, optimizer_step, training_step  # noqa: E402
 
-SHAPES = {'lenet': (1, 28, 28), 'resnet110': (3, 32, 32), 'resnet50': (3, 224, 224)}
 NUM_CLASSES = {'lenet': 10, 'resnet110': 10, 'resnet50': 1000}
 WHAT = ('forward', 'certify', 'train-macer', 'train-gaussian', 'train-smoothadv')
-HYPER = dict(sigma=0.25, lbd=12.0, lbd_after=0, gamma=8.0, beta=16.0, epsilon=0.5, warmup=1)
 
 
 def timed(fn, repeats, warmup, device):
@@ -89,7 +85,7 @@ def runner_for(model, setting, device):
 def measure(name, what, setting, args, device):
     """(value, unit) of one row; a fresh model each time, so settings do not leak into each other."""
     torch.manual_seed(0)
-    shape, C = SHAPES[name], NUM_CLASSES[name]
+    shape, C = ARCH_INPUT[name], NUM_CLASSES[name]
     model = build_model(name, C).to(device)
     rep, warm = args.repeats, args.warmup
     if what in ('forward', 'certify'):
@@ -115,7 +111,7 @@ def measure(name, what, setting, args, device):
             smooth = Smooth(net, C, 0.25, device, mode='hard')
 
             def certify():
-                smooth._sample_noise(x, samples, args.certify_batch)
+                smooth.tally(x, samples, args.certify_batch)
         t_forward, t_certify = timed_pair(forward, certify, rep, warm, device)
         return samples / t_certify, 'noisy samples/s', t_forward / t_certify
 
@@ -136,15 +132,11 @@ def measure(name, what, setting, args, device):
             return None, 'noisy images/s'  # the public MACER code has no SmoothAdv
         return copies / timed(fn, rep, warm, device), 'noisy images/s'
     runner = runner_for(model, setting, device).train()
-    hyper = SimpleNamespace(method=method, gauss_num=k, num_noise_vec=k, num_steps=args.num_steps, **HYPER)
+    step = StepArgs(method, sigma=0.25, k=k, lbd=12.0, gamma=8.0, beta=16.0, epsilon=0.5, num_steps=args.num_steps)
     scaler = torch.amp.GradScaler(device.type, enabled='fp16' in setting)
 
     def fn():
-        loss = training_step(runner, x, y, method=method, epoch=1, args=hyper)[0]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(optimizer, scaler, training_step(runner, x, y, step)[0])
     return copies / timed(fn, rep, warm, device), 'noisy images/s'
 
 
@@ -160,7 +152,7 @@ def run_row(name, what, setting, argv):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--models', nargs='+', default=['lenet', 'resnet110'], choices=sorted(SHAPES))
+    p.add_argument('--models', nargs='+', default=['lenet', 'resnet110'], choices=sorted(ARCH_INPUT))
     p.add_argument('--what', nargs='+', default=list(WHAT), choices=WHAT)
     p.add_argument('--settings', nargs='+', default=['original', 'fp32', 'cl', 'bf16', 'bf16+cl'],
                    help='original, or fp32 / bf16 / fp16 with cl and compile joined by +')

@@ -2,19 +2,17 @@
 
     python reproduce/slim.py runs/demo/macer/latest.pth checkpoints/digits-macer-0.25.pth
 
-The copy keeps the weights, the epoch, the architecture, the arguments and the training log, so
-`main.py --task test` certifies it exactly as the full file (it cannot resume training).
+The copy keeps the weights, the epoch, the architecture, the run's identity, the arguments and the
+training log (`checkpoint.slim`), so `main.py --task test` certifies it exactly as the full file (it
+cannot resume training).
 """
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from checkpoint import FORMAT, save_checkpoint  # noqa: E402
-
-KEEP = ('format', 'net', 'epoch', 'arch', 'dataset', 'normalization', 'num_classes', 'args', 'history')
+from checkpoint import read_checkpoint, save_checkpoint, slim  # noqa: E402
+from common import UsageError  # noqa: E402
 
 
 def main(argv=None):
@@ -22,12 +20,13 @@ def main(argv=None):
     if len(argv) != 2:
         raise SystemExit('usage: python reproduce/slim.py SOURCE.pth DEST.pth')
     source, dest = argv
-    content = torch.load(source, map_location='cpu', weights_only=True)
-    if content.get('format') != FORMAT:
-        raise SystemExit(f'error: {source} is not a checkpoint of this project')
-    # weights in the default layout, whatever memory format the run used
-    content['net'] = {k: v.contiguous() for k, v in content['net'].items()}
-    save_checkpoint(dest, {k: content[k] for k in KEEP if k in content})
+    try:
+        ckpt = read_checkpoint(source)
+        if ckpt.kind != 'project':
+            raise UsageError(f'{source} is not a checkpoint of this project')
+        save_checkpoint(dest, slim(ckpt.content))
+    except UsageError as e:
+        raise SystemExit(f'error: {e}') from None
     print(f'wrote {dest} ({os.path.getsize(dest) / 1e6:.1f} MB)')
 
 

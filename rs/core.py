@@ -6,28 +6,34 @@ mode, beta)`, `certify`, `predict`, `ABSTAIN`); the statistics are the pure func
 `rs.stats`. Noise is drawn on the model's device, in batches, and the outputs are tallied there;
 the tallies reach the host once per call.
 """
+import dataclasses
 from collections import namedtuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rs.stats import bernstein_lower_bound, binomial_pvalue, lower_confidence_bound, radius
+from rs.stats import ABSTAIN, Evidence, bernstein_lower_bound, binomial_pvalue, certificate, modes_of
 
-MODES = ('hard', 'soft', 'both')
 
 # counts: int64 [C], how often each class was f's argmax; scores: float64 [C], the sum over samples
 # of softmax(beta * logits); squares: float64 [C], the sum of its squares (None in hard mode)
 Tally = namedtuple('Tally', 'counts scores squares')
 
 
-def image_generator(seed, index, device):
+class NonFiniteOutput(ArithmeticError):
+    """The base classifier's output was NaN or infinite: there is nothing to certify."""
+
+
+def image_generator(seed, index, device, stream=0):
     """The noise stream of test image `index`: a generator of its own, seeded from (seed, index).
 
     One image's certificate therefore does not depend on which images were certified before it,
     and a single image can be re-certified alone with the same result (same device and batch size).
+    `stream` 1 is a second, independent stream of the same image (the early-abstention test's).
     """
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    entropy = [int(seed), int(index)] + ([int(stream)] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     generator = torch.Generator(device=device)
     generator.manual_seed((int(state[0]) << 31) ^ int(state[1]))
     return generator
@@ -41,11 +47,10 @@ class Smooth:
     """
 
     # to abstain, Smooth returns this int
-    ABSTAIN = -1
+    ABSTAIN = ABSTAIN
 
     def __init__(self, base_classifier, num_classes, sigma, device, mode='hard', beta=1.0):
-        if mode not in MODES:
-            raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+        self.modes = modes_of(mode)
         if not sigma > 0:
             raise ValueError(f'sigma must be positive, got {sigma}')
         self.base_classifier = base_classifier
@@ -75,24 +80,52 @@ class Smooth:
 
         Returns (cAHat, radius) in hard or soft mode, (c_hard, r_hard, c_soft, r_soft) in both.
         """
-        self.base_classifier.eval()
-        selection = self._sample_noise(x, n0, batch_size, generator)
-        estimation = self._sample_noise(x, n, batch_size, generator)
         result = ()
-        if self._hard:
-            cAHat = int(np.argmax(selection.counts))
-            nA = int(estimation.counts[cAHat])
-            result += self._decide(cAHat, lower_confidence_bound(nA, n, alpha))
-        if self._soft:
-            cAHat = int(np.argmax(selection.scores))
-            pABar = bernstein_lower_bound(estimation.scores[cAHat], estimation.squares[cAHat], n, alpha)
-            result += self._decide(cAHat, pABar)
+        for e in self.evidence(x, n0, n, alpha, batch_size, generator):
+            result += certificate(e, self.sigma, alpha)
         return result
 
-    def _decide(self, cAHat, pABar):
-        if pABar < 0.5:
-            return Smooth.ABSTAIN, 0.0
-        return cAHat, radius(self.sigma, pABar)
+    def evidence(self, x, n0, n, alpha, batch_size, generator=None, early_abstain=0, early_generator=None):
+        """CERTIFY's sampling, returning per mode the `rs.stats.Evidence` its certificate is computed from.
+
+        `rs.stats.certificate(e, sigma, alpha)` turns each into (prediction, radius), at this alpha or
+        any other, with no further sampling. Selection uses `n0` draws, estimation `n` fresh ones,
+        both from `generator`.
+
+        Early abstention (`early_abstain` = M > 0): after selection, M draws from `early_generator` (a
+        stream of their own, so the selection and estimation draws are those of the standard
+        procedure); when the one-sided (1 - alpha) upper confidence bound on the selected class's
+        probability from those M is below 1/2 in every mode, the image abstains without the n draws.
+        Otherwise the n draws are made as usual and the M draws are discarded: a returned certificate
+        is exactly the standard one (docs/METHOD.md gives the argument).
+
+        Returns a tuple of Evidence, one per mode (hard first).
+        """
+        self.base_classifier.eval()
+        selection = self.tally(x, n0, batch_size, generator)
+        chosen = {}
+        if self._hard:
+            chosen['hard'] = int(np.argmax(selection.counts))
+        if self._soft:
+            chosen['soft'] = int(np.argmax(selection.scores))
+        counts0 = tuple(int(c) for c in selection.counts) if self._hard else None
+        if early_abstain > 0:
+            early = self._evidence(chosen, self.tally(x, early_abstain, batch_size, early_generator),
+                                   early_abstain, counts0)
+            if all(e.upper_bound(alpha) < 0.5 for e in early):
+                return tuple(dataclasses.replace(e, early=True) for e in early)
+        return self._evidence(chosen, self.tally(x, n, batch_size, generator), n, counts0)
+
+    @staticmethod
+    def _evidence(chosen, tally, n, counts0):
+        out = ()
+        if 'hard' in chosen:
+            c = chosen['hard']
+            out += (Evidence('hard', c, n, nA=int(tally.counts[c]), counts0=counts0),)
+        if 'soft' in chosen:
+            c = chosen['soft']
+            out += (Evidence('soft', c, n, sum=float(tally.scores[c]), sum_sq=float(tally.squares[c])),)
+        return out
 
     def predict(self, x, n, alpha, batch_size, generator=None):
         """Cohen et al. 2019, PREDICT: the smoothed prediction at x, or ABSTAIN.
@@ -107,7 +140,7 @@ class Smooth:
         Returns one class in hard or soft mode, (c_hard, c_soft) in both.
         """
         self.base_classifier.eval()
-        tally = self._sample_noise(x, n, batch_size, generator)
+        tally = self.tally(x, n, batch_size, generator)
         result = ()
         if self._hard:
             top2 = np.argsort(-tally.counts, kind='stable')[:2]
@@ -119,11 +152,12 @@ class Smooth:
             result += (cA if lower > 0.5 else Smooth.ABSTAIN,)
         return result[0] if len(result) == 1 else result
 
-    def _sample_noise(self, x, num, batch_size, generator=None):
+    def tally(self, x, num, batch_size, generator=None):
         """Tally f(x + d) over `num` draws of d ~ N(0, sigma^2 I), `batch_size` at a time.
 
         All tallies stay on the device (no host synchronisation inside the loop); returns a
-        `Tally` of numpy arrays.
+        `Tally` of numpy arrays. Raises `NonFiniteOutput` when the network gives a NaN or infinite
+        logit: its argmax would be meaningless, and no certificate may be built on it.
         """
         device, C = self.device, self.num_classes
         x = x.to(device)
@@ -131,6 +165,7 @@ class Smooth:
         scores = torch.zeros(C, dtype=torch.float64, device=device) if self._soft else None
         squares = torch.zeros(C, dtype=torch.float64, device=device) if self._soft else None
         ones = torch.ones(batch_size, dtype=torch.long, device=device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
         with torch.inference_mode():
             # one buffer for every batch: a fresh batch-sized tensor each time costs the allocator (and,
             # on CPU, page faults) about as much as drawing the noise. normal_(0, sigma) draws exactly
@@ -142,6 +177,7 @@ class Smooth:
                 remaining -= b
                 batch = buffer[:b].normal_(0.0, self.sigma, generator=generator).add_(x)
                 logits = self.base_classifier(batch)
+                finite &= torch.isfinite(logits).all()  # on the device: read once, after the loop
                 if counts is not None:
                     # scatter_add_, unlike bincount, needs no host sync to size its output
                     counts.scatter_add_(0, logits.argmax(1), ones[:b])
@@ -149,5 +185,7 @@ class Smooth:
                     p = F.softmax(self.beta * logits.float(), dim=1)
                     scores += p.sum(0, dtype=torch.float64)
                     squares += (p * p).sum(0, dtype=torch.float64)
+        if not bool(finite):
+            raise NonFiniteOutput('the network gave NaN or infinite outputs on noisy copies of the image')
         as_numpy = (lambda t: None if t is None else t.cpu().numpy())
         return Tally(as_numpy(counts), as_numpy(scores), as_numpy(squares))

@@ -88,7 +88,7 @@ def cases(ws, ckpt):
         (TEST + ['--resume_ckpt', ckpt, '--matdir', ws / 'mat', '--start_img', '0', '--num_img', '3', '--N', '200'],
          'holds results made with other arguments'),
         (TRAIN + ['--precision', 'fp16', '--device', 'cpu'], '--precision fp16 needs CUDA'),
-        (TRAIN + ['--normalize'], 'no normalisation statistics for digits'),
+        (TRAIN + ['--normalize'], 'there are none for digits (only cifar10, imagenet); add --input_layer none'),
         (TRAIN + ['--device', 'tpu'], '--device'),
     ]
 

@@ -51,7 +51,7 @@ def test_original_macer_format(tmp_path):
     net = resnet110()
     torch.save({'net': net.state_dict(), 'epoch': 440}, tmp_path / 'a.pth')
     ckpt = read_checkpoint(str(tmp_path / 'a.pth'))
-    assert (ckpt.kind, ckpt.epoch, ckpt.normalization) == ('macer', 440, None)
+    assert (ckpt.kind, ckpt.epoch, ckpt.input_layer, ckpt.stats) == ('macer', 440, 'none', None)
     model = fit_model(ckpt, 'resnet110', 10, '--dataset cifar10')
     assert _same_weights(model, net) and not isinstance(model, nn.Sequential)
 
@@ -64,7 +64,7 @@ def test_cohen_salman_format_gets_its_normalisation(tmp_path, data_parallel):
     torch.save({'epoch': 90, 'arch': 'cifar_resnet110', 'state_dict': sd, 'optimizer': {'state': {}}},
                tmp_path / 'c.pth.tar')
     ckpt = read_checkpoint(str(tmp_path / 'c.pth.tar'))
-    assert (ckpt.kind, ckpt.arch, ckpt.normalization) == ('cohen', 'resnet110', 'cifar10')
+    assert (ckpt.kind, ckpt.arch, ckpt.input_layer, ckpt.stats) == ('cohen', 'resnet110', None, 'cifar10')
     model = fit_model(ckpt, 'resnet110', 10, '--dataset cifar10').eval()
     x = torch.rand(2, 3, 32, 32)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMALIZATION['cifar10'])

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from common import atomic_write
+from common import DiskFull, atomic_write
 from conftest import ROOT, run_main, snapshot
 from rs.results import parse_log
 
@@ -149,7 +149,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
         with open(tmp, 'wb') as f:
             f.write(b'part')
         raise OSError(28, 'No space left on device')
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFull, match='the disk is full .* keeps its previous content'):
         atomic_write(str(path), full_disk)
     assert path.read_bytes() == b'previous' and os.listdir(tmp_path) == ['latest.pth']
 

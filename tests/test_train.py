@@ -6,6 +6,7 @@ import pytest
 import scipy.io as sio
 import torch
 
+import cli
 import main
 from conftest import run_main, snapshot
 from presets import PRESETS, describe
@@ -66,12 +67,13 @@ def test_the_certification_schedule_writes_the_expected_files(tmp_path):
                  '--start_img', 10, '--num_img', 6, '--skip', 3, '--ckptdir', tmp_path / 'ck',
                  '--matdir', tmp_path / 'mat') == 0
     assert sorted(os.listdir(tmp_path / 'ck')) == ['2.pth', '4.pth', 'latest.pth', 'log.jsonl']
-    assert sorted(os.listdir(tmp_path / 'mat')) == ['2.hard.tsv', '2.json', '2.mat', '4.hard.tsv', '4.json', '4.mat']
+    assert sorted(os.listdir(tmp_path / 'mat')) == ['2.hard.tsv', '2.json', '2.mat', '2.stats.jsonl', '4.hard.tsv', '4.json',
+                                                    '4.mat', '4.stats.jsonl']
     assert torch.load(tmp_path / 'ck' / 'latest.pth', weights_only=True)['epoch'] == 5
     mat = sio.loadmat(tmp_path / 'mat' / '4.mat')
     assert set(k for k in mat if not k.startswith('__')) == {'hard'} and mat['hard'].shape == (1, 6)
     summary = json.loads((tmp_path / 'mat' / '4.json').read_text())
-    assert summary['status'] == 'complete' and summary['args']['epoch'] == 4 and summary['identity']['mode'] == 'hard'
+    assert summary['status'] == 'complete' and summary['checkpoint']['epoch'] == 4 and summary['identity']['mode'] == 'hard'
     log = [json.loads(line) for line in (tmp_path / 'ck' / 'log.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in log] == [1, 2, 3, 4, 5]
     assert set(log[0]) >= {'epoch', 'lr', 'classification', 'robustness', 'train_acc_noise', 'seconds', 'lambda'}
@@ -131,7 +133,7 @@ def test_presets_follow_the_paper():
         assert (p['lbd'], p.get('lbd_after', 0)) == CIFAR_LAMBDA[s]
         c = PRESETS[f'cifar10-cohen-{s}']
         assert (c['method'], c['gauss_num'], c['lr'], c['weight_decay'], c['batch_size'], c['epochs'],
-                c['lr_milestones'], c['normalize']) == ('gaussian', 1, 0.1, 1e-4, 400, 90, [30, 60], True)
+                c['lr_milestones'], c['input_layer']) == ('gaussian', 1, 0.1, 1e-4, 400, 90, [30, 60], 'normalize')
         a = PRESETS[f'cifar10-salman-{s}']
         m, eps = (8, 1.0) if s == '0.25' else (2, 2.0)
         assert (a['method'], a['num_steps'], a['num_noise_vec'], a['epsilon'], a['epochs'], a['lr'],
@@ -142,7 +144,7 @@ def test_presets_follow_the_paper():
 
 
 def test_a_preset_sets_defaults_and_flags_win():
-    args = main.parse_args(['--preset', 'cifar10-salman-0.25', '--epochs', '3'])
-    assert (args.method, args.num_noise_vec, args.epsilon, args.epochs, args.normalize) == \
-        ('smoothadv', 8, 1.0, 3, True)
-    assert main.parse_args(['--epsilon', '64/256']).epsilon == 0.25
+    args = cli.parse_args(['--preset', 'cifar10-salman-0.25', '--epochs', '3'])
+    assert (args.method, args.num_noise_vec, args.epsilon, args.epochs, args.input_layer) == \
+        ('smoothadv', 8, 1.0, 3, 'normalize')
+    assert cli.parse_args(['--epsilon', '64/256']).epsilon == 0.25

@@ -1,0 +1,50 @@
+"""The value types of the command line's flags: each parses one text or says, in one line, what it must be.
+
+Standard library only, so `bench/` and `visualize/` can use them without the entry point.
+"""
+import argparse
+import math
+
+
+def number(kind, low=None, high=None, low_open=False, high_open=False, what='a number'):
+    """An argparse type: a finite `kind` within the given bounds, else a message naming the range."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'must be {what}, got {text!r}') from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f'must be {what}, got {text!r}')
+        if (low is not None and (value < low or (low_open and value == low))) or \
+                (high is not None and (value > high or (high_open and value == high))):
+            raise argparse.ArgumentTypeError(f'must be {what}, got {text!r}')
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_float = number(float, 0.0, low_open=True, what='a positive number')
+nonneg_float = number(float, 0.0, what='a number >= 0')
+positive_int = number(int, 1, what='an integer >= 1')
+nonneg_int = number(int, 0, what='an integer >= 0')
+probability = number(float, 0.0, 1.0, low_open=True, high_open=True, what='a number strictly between 0 and 1')
+momentum_type = number(float, 0.0, 1.0, high_open=True, what='a number in [0, 1)')
+
+
+def radius_type(text):
+    """An L2 radius in pixel units of [0, 1] images; `A/B` is accepted, so Salman et al.'s 1/256 units
+    read as they are written there (their `--epsilon 64` is `--epsilon 64/256` = 0.25 here)."""
+    top, slash, bottom = text.partition('/')
+    if slash:
+        return nonneg_float(top) / positive_float(bottom)
+    return nonneg_float(text)
+
+
+def file_name(text):
+    """A plain file name (the NAME of NAME.mat): no folder, not hidden, not empty."""
+    if not text or text in ('.', '..') or text.startswith('.') or '/' in text or '\\' in text or '\0' in text:
+        raise argparse.ArgumentTypeError(f'must be a plain file name (no folder, not empty, not starting with a '
+                                         f'dot), got {text!r}')
+    if len(text.encode()) > 200:
+        raise argparse.ArgumentTypeError('must be at most 200 bytes long')
+    return text

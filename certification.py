@@ -1,0 +1,131 @@
+"""Certification as the command line runs it: `--task test`, and the certifications during training.
+
+The glue between the flags and `rs/`: which test images, which files, the identity a resumed run
+must match, the lock on the result files, the summary printed at the end. `rs/` itself knows no
+flags; everything reaches it as an argument.
+"""
+import os
+import platform
+import sys
+
+import numpy as np
+import torch
+
+from checkpoint import check_dataset, fit_model, read_checkpoint, state_digest
+from common import FolderLock, UsageError
+from data import NUM_CLASSES, get_dataset, labels_of
+from model import input_layer_of
+from rs.certify import certify_dataset
+from rs.results import ResultFiles, format_summary, read_record
+from rs.stats import modes_of
+from runtime import Runner
+
+
+def test_indices(size, start, num, skip, dataset):
+    """The test images certified: start, start + skip, ..., num of them, all inside the test set."""
+    if start >= size:
+        raise UsageError(f'--start_img {start} is past the end of the {dataset} test set ({size} images); '
+                         f'choose --start_img below {size}')
+    last = start + (num - 1) * skip
+    if last >= size:
+        fits = (size - 1 - start) // skip + 1
+        raise UsageError(f'--start_img {start} --num_img {num} --skip {skip} reaches test image {last}, past the end '
+                         f'of the {dataset} test set ({size} images); use --num_img {fits} or less')
+    return list(range(start, last + 1, skip))
+
+
+def certification_identity(args, model, mode, device):
+    """What determines a certification's numbers: a resumed run must match all of it."""
+    return {'model_sha256': state_digest(model), 'input_layer': input_layer_of(model), 'dataset': args.dataset,
+            'start_img': args.start_img, 'num_img': args.num_img, 'skip': args.skip, 'sigma': args.sigma,
+            'mode': mode, 'beta': args.beta, 'N0': args.N0, 'N': args.N, 'alpha': args.alpha,
+            'early_abstain': args.early_abstain, 'certify_batch': args.certify_batch, 'seed': args.seed,
+            'device': device.type, 'precision': args.precision, 'memory_format': args.memory_format,
+            'compile': args.compile}
+
+
+def environment():
+    """Where a result was made: versions, host, device, threads."""
+    return {'python': platform.python_version(), 'torch': torch.__version__, 'numpy': np.__version__,
+            'host': platform.node(), 'cuda': torch.version.cuda,
+            'device_name': torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
+            'threads': torch.get_num_threads()}
+
+
+class Certifier:
+    """Certification with the arguments of this run, for any model and result name.
+
+    The test set and the image indices are checked when it is made, so a training run with a bad
+    certification flag stops before its first epoch, not after it.
+    """
+
+    def __init__(self, args, device, job, record):
+        self.args, self.device, self.job, self.record = args, device, job, record
+        self.dataset = get_dataset(args.dataset, args.root, 'test', download=not args.no_download)
+        self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset)
+        self.labels = labels_of(self.dataset)
+
+    def __call__(self, model, runner, name, mode, extra=None, pending_only=False):
+        """Certify `runner` (the network as run; `model` holds its weights) in `mode` into the files NAME.
+
+        pending_only: finish a certification that a stop interrupted, but leave a complete one of this
+        model as it stands, whatever the certification flags are now (resuming training with another
+        --N changes the certifications to come, not the finished ones). Returns {mode: radii}, or None
+        when nothing was done.
+        """
+        a, job = self.args, self.job
+        identity = certification_identity(a, model, mode, self.device)
+        files = ResultFiles(a.matdir, name, modes_of(mode)) if a.matdir is not None else None
+        lock = FolderLock(files.lock, f'{os.path.join(a.matdir, str(name))}.* (the results named {name} in '
+                          f'--matdir {a.matdir})', 'choose another --matdir or --name') if files else None
+        if lock is not None:
+            job.on_main(lock.acquire)
+        try:
+            if pending_only and files is not None:
+                earlier = job.on_main(lambda: read_record(files))
+                if earlier and earlier['status'] == 'complete' and \
+                        earlier['identity'].get('model_sha256') == identity['model_sha256']:
+                    job.print(f'==> {files.json}: certified before the stop, kept as it is', flush=True)
+                    return None
+            record = dict(self.record, **(extra or {}))
+            radii = certify_dataset(runner, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
+                                    sigma=a.sigma, mode=mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
+                                    batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
+                                    identity=identity, record=record, labels=self.labels,
+                                    early_abstain=a.early_abstain, progress=not a.quiet, job=job)
+        finally:
+            if lock is not None:
+                lock.release()
+        if job.is_main:
+            print(format_summary(radii), flush=True)
+            if files is not None:
+                print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.json}', flush=True)
+        return radii
+
+
+def command_record(args_record):
+    """The JSON's description of how a result was made, beside its identity: the arguments that applied
+    (`cli.record`), the command line and the environment."""
+    return {'args': args_record, 'command': sys.argv, 'environment': environment()}
+
+
+def run_test(args, device, job, args_record):
+    """`--task test`: certify a checkpoint on the chosen test images."""
+    ckpt = read_checkpoint(args.resume_ckpt)
+    check_dataset(ckpt, args.dataset)
+    why = f'--arch {args.arch}' if 'arch' in args._given else f'--dataset {args.dataset}'
+    model = fit_model(ckpt, args.arch, NUM_CLASSES[args.dataset], why, args.input_layer).to(device).eval()
+    runner = Runner(model, device, args.precision, args.memory_format, args.compile, job)
+    certifier = Certifier(args, device, job, command_record(args_record))
+    name = args.name if args.name is not None else ckpt.epoch
+    layer = input_layer_of(model)
+    if args.matdir is None:
+        job.print('==> no --matdir: the results will be printed, not saved', flush=True)
+    job.print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
+              f'{"" if layer == "none" else ", input layer " + layer}) on {len(certifier.indices)} {args.dataset} '
+              f'test images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}'
+              f'{f", early abstention M {args.early_abstain}" if args.early_abstain else ""}, device {device}',
+              flush=True)
+    certifier(model, runner, name, args.mode, extra={'checkpoint': {
+        'path': args.resume_ckpt, 'kind': ckpt.kind, 'epoch': ckpt.epoch, 'input_layer': layer,
+        'run_id': ckpt.run_id}})

@@ -1,0 +1,232 @@
+"""The command line: its flags, the presets, and the defaults that depend on other flags.
+
+`parse_args(argv)` gives the resolved arguments of `main.py`; `record(args)` the part of them that
+applies to the run, for checkpoints and result files. Flag values are checked by `argtypes`; what
+single flags cannot check, `resolve` does, with one-line errors.
+"""
+import argparse
+import os
+
+from argtypes import file_name, momentum_type, nonneg_float, nonneg_int, positive_float, positive_int, probability, \
+    radius_type
+from common import VERSION, UsageError, writable_dir
+from data import DATASETS, INPUT_SHAPE
+from model import ARCH_INPUT, ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
+from presets import PRESETS
+from rs.stats import MODE_CHOICES
+from runtime import MEMORY_FORMATS, PRECISIONS
+from train import LATEST, METHODS
+
+NONE = 'none'  # the original's spelling of "not given" for paths
+
+# flags that mean something only for one task, or only for some training methods: a record (checkpoint,
+# result JSON) keeps only those that applied to its run
+TRAINING_FLAGS = ('method', 'epochs', 'batch_size', 'gauss_num', 'lr', 'momentum', 'weight_decay', 'lr_milestones',
+                  'lr_factor', 'lr_step', 'lbd', 'lbd_after', 'gamma', 'num_noise_vec', 'epsilon', 'num_steps',
+                  'warmup', 'workers', 'save_every', 'cert_from', 'cert_every', 'ckptdir')
+TEST_FLAGS = ('name',)
+METHOD_FLAGS = {'gauss_num': ('macer', 'gaussian'), 'lbd': ('macer',), 'lbd_after': ('macer',), 'gamma': ('macer',),
+                'num_noise_vec': ('smoothadv',), 'epsilon': ('smoothadv',), 'num_steps': ('smoothadv',),
+                'warmup': ('smoothadv',)}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, not argparse's usage block: the message names the flag and the value
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each default once: appended as '(default: X)' unless the help text already says what it is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if 'default' in text or action.default in (None, argparse.SUPPRESS, False) or action.required:
+            return text
+        return text + ' (default: %(default)s)'
+
+
+def build_parser():
+    p = Parser(description='MACER (Zhai et al., ICLR 2020): train and certify L2-robust classifiers with '
+                           'randomized smoothing. docs/METHOD.md describes the method, docs/FORMATS.md the files.',
+               formatter_class=HelpFormatter)
+    p.add_argument('--version', action='version', version=f'macer {VERSION}')
+    p.add_argument('--task', default='train', choices=('train', 'test'), help='train a model, or certify a checkpoint')
+    p.add_argument('--preset', default=None, choices=sorted(PRESETS), metavar='NAME',
+                   help='a training row of the paper by name: sets the defaults of its flags; flags given on the '
+                        'command line win (presets.py spells each out). One of: ' + ', '.join(sorted(PRESETS)))
+    p.add_argument('--dataset', default='cifar10', choices=DATASETS,
+                   help='data set; `digits` is embedded (no download, no --root)')
+    p.add_argument('--root', default='data', help='data set folder, in torchvision\'s layout (ImageNet: ROOT/train, ROOT/val)')
+    p.add_argument('--no_download', action='store_true', help='never try to download a missing data set')
+    p.add_argument('--arch', default=None, choices=ARCHS,
+                   help='architecture (default: lenet for mnist/digits, resnet110 for cifar10/svhn, resnet50 for imagenet)')
+    p.add_argument('--input_layer', default=None, choices=INPUT_LAYERS,
+                   help='what stands in front of the network, with the data set\'s channel statistics: none (MACER), '
+                        'normalize (Cohen et al.: (x - mean) / std) or center (most of Salman et al.\'s models: '
+                        'x - mean). Training: default none. Certification: default what the checkpoint records; '
+                        'Cohen/Salman files record nothing and default to normalize (docs/METHOD.md lists which of '
+                        'their models needs which)')
+    p.add_argument('--normalize', dest='input_layer', action='store_const', const='normalize',
+                   help='the same as --input_layer normalize (Cohen\'s and Salman\'s presets set it)')
+    p.add_argument('--resume_ckpt', default=NONE,
+                   help='checkpoint to certify (test) or to resume from (train); with --task train, `auto` resumes '
+                        'from --ckptdir/latest.pth when it exists and starts afresh otherwise')
+    p.add_argument('--ckptdir', default=NONE, help='folder for checkpoints (one run per folder)')
+    p.add_argument('--matdir', default=NONE,
+                   help='folder for result files: NAME.mat, NAME.{hard,soft}.tsv logs, NAME.stats.jsonl and '
+                        'NAME.json (without it, results are printed, not saved)')
+    p.add_argument('--device', default='auto', help='auto (CUDA when present, else CPU), cpu, cuda or cuda:N')
+    p.add_argument('--precision', default='fp32', choices=PRECISIONS,
+                   help='arithmetic of the network: fp32 (the paper\'s), bf16 (autocast, CPU and CUDA) or fp16 '
+                        '(autocast with a gradient scaler, CUDA). Lower precision is faster; its certificates hold '
+                        'for the network as run in that precision')
+    p.add_argument('--memory_format', default='channels_last', choices=MEMORY_FORMATS,
+                   help='tensor layout of the network: channels_last (faster on CPU and CUDA; same arithmetic up to '
+                        'the order of summation) or contiguous (the public code\'s)')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the network: faster steps after a compilation of a minute or more')
+    p.add_argument('--seed', default=0, type=nonneg_int,
+                   help='seed of all randomness; certification noise of test image i comes from (seed, i)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars (log lines and summaries still print)')
+
+    g = p.add_argument_group('training')
+    g.add_argument('--method', default='macer', choices=METHODS,
+                   help='macer (Zhai et al.), gaussian (Cohen et al.: noise augmentation) or smoothadv (Salman et al.)')
+    g.add_argument('--epochs', default=440, type=positive_int, help='number of training epochs')
+    g.add_argument('--batch_size', default=64, type=positive_int,
+                   help='distinct images per optimiser step (each is used in k or m noisy copies)')
+    g.add_argument('--gauss_num', default=None, type=positive_int,
+                   help='k, noisy copies per image (default: 16 for macer, 1 for gaussian)')
+    g.add_argument('--lr', default=0.01, type=positive_float, help='initial learning rate of SGD')
+    g.add_argument('--momentum', default=0.9, type=momentum_type, help='SGD momentum')
+    g.add_argument('--weight_decay', default=5e-4, type=nonneg_float, help='SGD weight decay')
+    g.add_argument('--lr_milestones', default=[200, 400], type=positive_int, nargs='*',
+                   help='epochs at which the learning rate is multiplied by --lr_factor (see --lr_step)')
+    g.add_argument('--lr_factor', default=0.1, type=positive_float, help='learning-rate multiplier at each milestone')
+    g.add_argument('--lr_step', default='end', choices=('end', 'start'),
+                   help='when the schedule steps: end (after each epoch, so epochs 1-200 train at the first rate '
+                        'with milestone 200) or start (before each epoch, as the public MACER code: epoch 200 '
+                        'already trains at the lower rate). The default is end')
+    g.add_argument('--lbd', default=12.0, type=nonneg_float, help='lambda, weight of the MACER robustness loss')
+    g.add_argument('--lbd_after', default=0, type=nonneg_int,
+                   help='lambda is 0 for the first LBD_AFTER epochs, then --lbd (the "dynamic" lambda of sigma 1.00: '
+                        'the first lr milestone)')
+    g.add_argument('--gamma', default=8.0, type=positive_float, help='MACER hinge on xi (radius sigma * gamma / 2)')
+    g.add_argument('--num_noise_vec', default=1, type=positive_int,
+                   help='SmoothAdv: m, noise draws per image shared by the attack and the training step')
+    g.add_argument('--epsilon', default=0.25, type=radius_type,
+                   help='SmoothAdv: L2 radius of the attack in pixel units of [0, 1] images; A/B is accepted '
+                        '(Salman et al. give it in 1/256 units: their 64 is 64/256 = 0.25)')
+    g.add_argument('--num_steps', default=10, type=positive_int, help='SmoothAdv: PGD steps T')
+    g.add_argument('--warmup', default=1, type=positive_int,
+                   help='SmoothAdv: epochs over which epsilon grows linearly to --epsilon')
+    g.add_argument('--workers', default=None, type=nonneg_int,
+                   help='data-loading processes (default: 0 for digits, 4 otherwise)')
+    g.add_argument('--save_every', default=1, type=positive_int,
+                   help='write --ckptdir/latest.pth every SAVE_EVERY epochs (and at the last and certified epochs)')
+    g.add_argument('--cert_from', default=200, type=positive_int,
+                   help='certify (hard mode) after epoch CERT_FROM ... (into --matdir when given; a value beyond '
+                        '--epochs certifies never)')
+    g.add_argument('--cert_every', default=20, type=positive_int, help='... and every CERT_EVERY epochs after it')
+
+    g = p.add_argument_group('smoothing (training and certification)')
+    g.add_argument('--sigma', default=0.25, type=positive_float, help='standard deviation of the Gaussian noise, in pixel units of [0, 1] images')
+    g.add_argument('--beta', default=16.0, type=positive_float, help='inverse temperature of the softmax (MACER loss and soft certification)')
+
+    g = p.add_argument_group('certification')
+    g.add_argument('--start_img', default=500, type=nonneg_int, help='index of the first test image')
+    g.add_argument('--num_img', default=500, type=positive_int, help='number of test images')
+    g.add_argument('--skip', default=1, type=positive_int, help='certify test images start_img, start_img + skip, ...')
+    g.add_argument('--N0', default=100, type=positive_int, help='noisy samples that choose the class')
+    g.add_argument('--N', default=100000, type=positive_int, help='noisy samples that bound its probability')
+    g.add_argument('--alpha', default=0.001, type=probability, help='failure probability of each certificate')
+    g.add_argument('--certify_batch', default=1000, type=positive_int, help='noisy samples per forward pass')
+    g.add_argument('--mode', default=None, choices=MODE_CHOICES,
+                   help='hard (Clopper-Pearson), soft (Bernstein) or both (default: both for --task test, hard '
+                        'during training)')
+    g.add_argument('--early_abstain', default=0, type=nonneg_int,
+                   help='M > 0: after selection, abstain on an image when M further samples bound its top class\'s '
+                        'probability below 1/2 (saves the N samples; every certificate issued is the standard one; '
+                        'docs/METHOD.md). 0 (the default) is the standard protocol')
+    g.add_argument('--name', default=None, type=file_name,
+                   help='--task test: name of the result files in --matdir (default: the checkpoint\'s epoch, as '
+                        'the original); certifications during training are named by their epoch')
+    return p
+
+
+def given_flags(parser, argv):
+    """The destinations of the flags written on the command line (not filled by a default or a preset)."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_known_args(argv)[0]))
+
+
+def parse_args(argv=None):
+    """The arguments, resolved. Two passes: the first finds --preset, whose values become defaults."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.preset is not None:
+        parser.set_defaults(**PRESETS[first.preset])
+    args = parser.parse_args(argv)
+    args._given = given_flags(build_parser(), argv)
+    return args
+
+
+def check_fit(arch, dataset):
+    want, have = ARCH_INPUT[arch], INPUT_SHAPE[dataset]
+    if want[0] != have[0] or (arch != 'resnet50' and want != have):
+        raise UsageError(f'--arch {arch} takes {"x".join(map(str, want))} inputs but {dataset} images are '
+                         f'{"x".join(map(str, have))}; leave --arch out to use the architecture of {dataset}')
+
+
+def given(path):
+    return None if path in (None, '', NONE) else path
+
+
+def resolve(args):
+    """Fill the defaults that depend on other flags and check what single flags cannot."""
+    args.resume_ckpt, args.ckptdir, args.matdir = given(args.resume_ckpt), given(args.ckptdir), given(args.matdir)
+    args.arch = args.arch or DEFAULT_ARCH[args.dataset]
+    check_fit(args.arch, args.dataset)
+    if args.gauss_num is None:
+        args.gauss_num = 16 if args.method == 'macer' else 1
+    if args.workers is None:
+        args.workers = 0 if args.dataset == 'digits' else 4
+    if args.mode is None:
+        args.mode = 'both' if args.task == 'test' else 'hard'
+    if args.task == 'train':
+        args.input_layer = args.input_layer or 'none'
+        if args.input_layer != 'none' and args.dataset not in NORMALIZATION:
+            source = ('--preset ' + args.preset) if 'input_layer' not in args._given and args.preset else \
+                f'--input_layer {args.input_layer}'
+            raise UsageError(f'{source} puts an input layer with channel statistics in front of the model, and there '
+                             f'are none for {args.dataset} (only {", ".join(NORMALIZATION)}); add --input_layer none')
+        if args.resume_ckpt == 'auto':
+            if not args.ckptdir:
+                raise UsageError('--resume_ckpt auto resumes from --ckptdir/latest.pth: give --ckptdir')
+            latest = os.path.join(args.ckptdir, LATEST)
+            args.resume_ckpt = latest if os.path.lexists(latest) else None
+    elif args.resume_ckpt in (None, 'auto'):
+        raise UsageError('--task test certifies a checkpoint: give it with --resume_ckpt FILE')
+    if args.lr_milestones != sorted(set(args.lr_milestones)):
+        raise UsageError(f'--lr_milestones {" ".join(map(str, args.lr_milestones))} must increase strictly')
+    for flag in ('ckptdir', 'matdir'):
+        if getattr(args, flag) is not None:
+            writable_dir(getattr(args, flag), f'--{flag}')
+    return args
+
+
+def record(args):
+    """The arguments that applied to this run, for its checkpoints and result files: no training flags in a
+    certification's record, no `lbd` in a Gaussian model's, no `beta` where nothing used it."""
+    out = {}
+    for key, value in vars(args).items():
+        if key.startswith('_') or (args.task == 'test' and key in TRAINING_FLAGS) or \
+                (args.task == 'train' and key in TEST_FLAGS) or \
+                (args.task == 'train' and args.method not in METHOD_FLAGS.get(key, METHODS)):
+            continue
+        if key == 'beta' and args.mode == 'hard' and not (args.task == 'train' and args.method == 'macer'):
+            continue
+        out[key] = value
+    return out
