@@ -1,4 +1,5 @@
-"""The value types of the command line's flags: each parses one text or says, in one line, what it must be.
+"""The value types of the command-line flags (each parses one text or says, in one line, what it must be),
+and the parser and help format every command of the project shares.
 
 Standard library only, so `bench/` and `visualize/` can use them without the entry point.
 """
@@ -48,3 +49,21 @@ def file_name(text):
     if len(text.encode()) > 200:
         raise argparse.ArgumentTypeError('must be at most 200 bytes long')
     return text
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message names the flag and the value, not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each default once: appended as '(default: X)' unless the help text already says what it is, or there
+    is none to show (a required flag, a switch, a default of None)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if 'default' in text or action.default in (None, argparse.SUPPRESS, False) or action.required:
+            return text
+        return text + ' (default: %(default)s)'

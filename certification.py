@@ -70,10 +70,12 @@ class Certifier:
 
         pending_only: finish a certification that a stop interrupted, but leave a complete one of this
         model as it stands, whatever the certification flags are now (resuming training with another
-        --N changes the certifications to come, not the finished ones). Returns {mode: radii}, or None
-        when nothing was done.
+        --N changes the certifications to come, not the finished ones); without --matdir there is
+        nothing to finish. Returns {mode: radii}, or None when nothing was done.
         """
         a, job = self.args, self.job
+        if pending_only and a.matdir is None:
+            return None  # nothing was kept, so nothing is unfinished
         identity = certification_identity(a, model, mode, self.device)
         files = ResultFiles(a.matdir, name, modes_of(mode)) if a.matdir is not None else None
         lock = FolderLock(files.lock, f'{os.path.join(a.matdir, str(name))}.* (the results named {name} in '

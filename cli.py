@@ -7,8 +7,8 @@ single flags cannot check, `resolve` does, with one-line errors.
 import argparse
 import os
 
-from argtypes import file_name, momentum_type, nonneg_float, nonneg_int, positive_float, positive_int, probability, \
-    radius_type
+from argtypes import HelpFormatter, Parser, file_name, momentum_type, nonneg_float, nonneg_int, positive_float, \
+    positive_int, probability, radius_type
 from common import VERSION, UsageError, writable_dir
 from data import DATASETS, INPUT_SHAPE
 from model import ARCH_INPUT, ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
@@ -28,22 +28,6 @@ TEST_FLAGS = ('name',)
 METHOD_FLAGS = {'gauss_num': ('macer', 'gaussian'), 'lbd': ('macer',), 'lbd_after': ('macer',), 'gamma': ('macer',),
                 'num_noise_vec': ('smoothadv',), 'epsilon': ('smoothadv',), 'num_steps': ('smoothadv',),
                 'warmup': ('smoothadv',)}
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # one line, not argparse's usage block: the message names the flag and the value
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Each default once: appended as '(default: X)' unless the help text already says what it is."""
-
-    def _get_help_string(self, action):
-        text = action.help or ''
-        if 'default' in text or action.default in (None, argparse.SUPPRESS, False) or action.required:
-            return text
-        return text + ' (default: %(default)s)'
 
 
 def build_parser():

@@ -1,6 +1,8 @@
 """The bad-input battery: each mistake ends with one line naming the problem and the fix, a non-zero
 exit, and every existing file untouched."""
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -33,11 +35,55 @@ def workspace(tmp_path_factory, digits_lenet):
     torch.save({'weights': [1, 2]}, root / 'other.pth')
     (root / 'a_folder.pth').mkdir()
     os.symlink(root / 'nowhere.pth', root / 'dangling.pth')
+    os.symlink(root / 'loop_b.pth', root / 'loop_a.pth')
+    os.symlink(root / 'loop_a.pth', root / 'loop_b.pth')
+    full = torch.load(root / 'ck' / 'latest.pth', weights_only=True)
+    # odd checkpoints: each a copy of the training run's latest.pth with one part changed
+    odd = {'epoch_text': {'epoch': 'abc'}, 'epoch_none': {'epoch': None}, 'epoch_nan': {'epoch': float('nan')},
+           'epoch_huge': {'epoch': 10 ** 9}, 'layer_unknown': {'normalization': 'cifar100'},
+           'layer_cifar_on_lenet': {'normalization': 'cifar10', 'input_layer': 'normalize'},
+           'int_keys': {'net': {i: v for i, v in enumerate(full['net'].values())}},
+           'nan_weights': {'net': {k: v.clone().fill_(float('nan')) if k == 'fc2.weight' else v
+                                   for k, v in full['net'].items()}},
+           'rng_empty': {'rng': {}}, 'optimizer_empty': {'optimizer': {}}, 'scheduler_text': {'scheduler': 'step'},
+           'history_int': {'history': 7},
+           'momentum_shape': {'optimizer': {**full['optimizer'], 'state': {
+               i: {'momentum_buffer': torch.zeros(3)} for i in full['optimizer']['state']}}}}
+    for name, change in odd.items():
+        torch.save({**full, **change}, root / f'{name}.pth')
+    # odd result folders: copies of the finished certification with one part changed
+    for name in ('id_null', 'id_text', 'tsv_folder', 'tsv_bytes', 'tsv_edited', 'tsv_abstain', 'tsv_label'):
+        shutil.copytree(root / 'mat', root / name)
+    for name, identity in (('id_null', None), ('id_text', 'sha256')):
+        record = json.loads((root / name / '8.json').read_text())
+        (root / name / '8.json').write_text(json.dumps({**record, 'identity': identity}))
+    (root / 'tsv_folder' / '8.soft.tsv').unlink()
+    (root / 'tsv_folder' / '8.soft.tsv').mkdir()
+    with open(root / 'tsv_bytes' / '8.hard.tsv', 'ab') as f:
+        f.write(b'3\t\xff\xfe\t0\t0.0\t0\t0:00:00.1\n')
+    edit_row(root / 'tsv_edited' / '8.hard.tsv', 2, radius='9.99')
+    edit_row(root / 'tsv_abstain' / '8.hard.tsv', 1, predict='-1', radius='0.2', correct='0')
+    edit_row(root / 'tsv_label' / '8.hard.tsv', 0, label='9', correct='0')
     return root
+
+
+def edit_row(path, row, **changes):
+    """Change fields of data row `row` (0-based) of a certification log, as a hand edit would."""
+    lines = path.read_text().splitlines(keepends=True)
+    fields = lines[1 + row].rstrip('\n').split('\t')
+    columns = lines[0].rstrip('\n').split('\t')
+    for key, value in changes.items():
+        fields[columns.index(key)] = value
+    lines[1 + row] = '\t'.join(fields) + '\n'
+    path.write_text(''.join(lines))
 
 
 TEST = ['--task', 'test', '--dataset', 'digits', '--N', '100', '--quiet']
 TRAIN = ['--task', 'train', '--dataset', 'digits', '--epochs', '1', '--quiet']
+# the workspace's certification, to resume into the odd result folders
+CERTIFIED = TEST + ['--start_img', '0', '--num_img', '3']
+# the workspace's training run, to resume from the odd checkpoints (no --ckptdir: nothing is written)
+RESUME = TRAIN + ['--gauss_num', '2', '--epochs', '2']
 
 
 def cases(ws, ckpt):
@@ -90,6 +136,48 @@ def cases(ws, ckpt):
         (TRAIN + ['--precision', 'fp16', '--device', 'cpu'], '--precision fp16 needs CUDA'),
         (TRAIN + ['--normalize'], 'there are none for digits (only cifar10, imagenet); add --input_layer none'),
         (TRAIN + ['--device', 'tpu'], '--device'),
+        # checkpoints that are not regular files, or not what they claim
+        (TEST + ['--resume_ckpt', '/dev/zero'], 'is a device, not a file'),
+        (TEST + ['--resume_ckpt', ws / 'loop_a.pth'], 'is a loop of symbolic links'),
+        (TEST + ['--resume_ckpt', ws / 'epoch_text.pth'], "its epoch is 'abc', not a non-negative integer"),
+        (TEST + ['--resume_ckpt', ws / 'epoch_none.pth'], 'its epoch is None, not a non-negative integer'),
+        (TEST + ['--resume_ckpt', ws / 'epoch_nan.pth'], 'its epoch is nan, not a non-negative integer'),
+        (RESUME + ['--resume_ckpt', ws / 'epoch_huge.pth'], 'is at epoch 1000000000, past --epochs 2'),
+        (TEST + ['--resume_ckpt', ws / 'layer_unknown.pth'], "its normalization is 'cifar100', which this tool"),
+        (TEST + ['--resume_ckpt', ws / 'layer_cifar_on_lenet.pth'], 'puts cifar10 statistics (3 channels) in front '
+                                                                    'of a lenet, which takes 1'),
+        (TEST + ['--resume_ckpt', ws / 'int_keys.pth'], 'its weights are keyed by int 0'),
+        (TEST + ['--resume_ckpt', ws / 'nan_weights.pth'], 'holds non-finite weights (NaN or infinity in fc2.weight)'),
+        (RESUME + ['--resume_ckpt', ws / 'nan_weights.pth'], 'holds non-finite weights'),
+        (TEST + ['--resume_ckpt', ws / 'ck' / 'latest.pth', '--dataset', 'mnist'],
+         'was trained on digits, not mnist: use --dataset digits'),
+        (TEST + ['--resume_ckpt', ws / 'ck' / 'latest.pth', '--input_layer', 'center'],
+         "was trained with input layer 'none'"),
+        # resuming from damaged training state
+        (RESUME + ['--resume_ckpt', ws / 'rng_empty.pth'], 'its random-number state is damaged'),
+        (RESUME + ['--resume_ckpt', ws / 'optimizer_empty.pth'], 'its optimiser state is damaged'),
+        (RESUME + ['--resume_ckpt', ws / 'momentum_shape.pth'], 'a momentum buffer of another shape'),
+        (RESUME + ['--resume_ckpt', ws / 'scheduler_text.pth'], 'its scheduler state is damaged'),
+        (RESUME + ['--resume_ckpt', ws / 'history_int.pth'], 'its history (the log of its epochs) is damaged'),
+        # result folders that are damaged, edited or not this tool's
+        (CERTIFIED + ['--resume_ckpt', ckpt, '--matdir', ws / 'id_null'], 'is not a result summary of this tool'),
+        (CERTIFIED + ['--resume_ckpt', ckpt, '--matdir', ws / 'id_text'], 'is not a result summary of this tool'),
+        (CERTIFIED + ['--resume_ckpt', ckpt, '--matdir', ws / 'tsv_folder'], '8.soft.tsv is a folder, not a log'),
+        (CERTIFIED + ['--resume_ckpt', ckpt, '--matdir', ws / 'tsv_bytes'], '8.hard.tsv, line 5, holds bytes that are '
+                                                                          'not text'),
+        (CERTIFIED + ['--resume_ckpt', ckpt, '--matdir', ws / 'tsv_edited'],
+         '8.hard.tsv, line 4: radius 9.99 is outside [0, 0.3751], all that N = 100 can certify'),
+        (CERTIFIED + ['--resume_ckpt', ckpt, '--matdir', ws / 'tsv_abstain'],
+         'line 3: an abstention (prediction -1) has radius 0.2, not 0'),
+        (CERTIFIED + ['--resume_ckpt', ckpt, '--matdir', ws / 'tsv_label'], 'line 2: label 9 is not the label of test '
+                                                                          'image 0'),
+        (TEST + ['--resume_ckpt', ckpt, '--matdir', ws / 'mat', '--name', '../x'], '--name: must be a plain file name'),
+        (TEST + ['--resume_ckpt', ckpt, '--matdir', ws / 'mat', '--name', ''], '--name: must be a plain file name'),
+        (TEST + ['--resume_ckpt', ckpt, '--matdir', ws / 'mat', '--name', '.hidden'], '--name: must be a plain file'),
+        # a preset's flag the data set cannot take says how to unset it
+        (TRAIN + ['--preset', 'cifar10-cohen-0.25', '--dataset', 'digits'],
+         '--preset cifar10-cohen-0.25 puts an input layer with channel statistics in front of the model, and there '
+         'are none for digits (only cifar10, imagenet); add --input_layer none'),
     ]
 
 

@@ -142,6 +142,14 @@ def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
     assert 'Traceback' not in r.stderr and not marker.exists()
 
 
+def test_a_legacy_format_pickle_that_runs_code_is_one_line_and_no_warning(tmp_path):
+    marker = tmp_path / 'marker'
+    torch.save({'net': Evil(str(marker)), 'epoch': 1}, tmp_path / 'old.pth', _use_new_zipfile_serialization=False)
+    r = run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', tmp_path / 'old.pth', '--N', 10)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and r.stderr.startswith('error: refusing checkpoint')
+    assert not marker.exists()
+
+
 def test_main_gives_one_line_errors_for_bad_checkpoints(tmp_path):
     _files(tmp_path)
     for name in ('truncated', 'list'):

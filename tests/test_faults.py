@@ -1,4 +1,6 @@
-"""Faults: SIGKILL at random moments (during checkpoint writes too), a failing write, a diverging loss."""
+"""Faults: SIGKILL at random moments (during checkpoint writes too), failing writes and a full disk, a diverging
+loss, concurrent runs on one folder, runs resumed into the wrong folder."""
+import json
 import os
 import random
 import signal
@@ -168,3 +170,209 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     assert 'the loss became NaN or infinite in epoch 3' in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert snapshot(folder) == before
+
+
+# --- one run per folder, one process per folder -----------------------------------------------------
+
+FAST = ['--task', 'train', '--dataset', 'digits', '--quiet', '--batch_size', '64']
+
+
+def test_resuming_into_another_runs_folder_is_refused_whatever_the_epochs(tmp_path):
+    a, b = tmp_path / 'A', tmp_path / 'B'
+    assert run_main(*FAST, '--method', 'gaussian', '--epochs', '1', '--ckptdir', a).returncode == 0
+    assert run_main(*FAST, '--gauss_num', '2', '--epochs', '2', '--ckptdir', b).returncode == 0
+    before = snapshot(a)
+    r = run_main(*FAST, '--gauss_num', '2', '--epochs', '3', '--resume_ckpt', b / 'latest.pth', '--ckptdir', a)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1
+    assert 'holds another run (latest.pth, epoch 1)' in r.stderr and 'would overwrite it' in r.stderr
+    # the MACER code's format starts a new run: never into a folder that holds one, even at a lower epoch
+    torch.save({'net': torch.load(b / 'latest.pth', weights_only=True)['net'], 'epoch': 2}, tmp_path / 'orig.pth')
+    r = run_main(*FAST, '--method', 'gaussian', '--epochs', '3', '--resume_ckpt', tmp_path / 'orig.pth', '--ckptdir', a)
+    assert r.returncode == 2 and 'starts a new run, which would overwrite it' in r.stderr
+    assert snapshot(a) == before
+    # the run itself continues in its own folder, and in a fresh one (a copy of the run)
+    assert run_main(*FAST, '--gauss_num', '2', '--epochs', '3', '--resume_ckpt', b / 'latest.pth',
+                    '--ckptdir', tmp_path / 'C').returncode == 0
+    assert run_main(*FAST, '--gauss_num', '2', '--epochs', '3', '--resume_ckpt', b / 'latest.pth',
+                    '--ckptdir', b).returncode == 0
+    ids = {torch.load(p / 'latest.pth', weights_only=True)['run_id'] for p in (b, tmp_path / 'C')}
+    assert len(ids) == 1 and torch.load(a / 'latest.pth', weights_only=True)['run_id'] not in ids
+
+
+def wait_for(condition, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not condition():
+        time.sleep(0.01)
+    return condition()
+
+
+def test_two_training_runs_into_one_folder_the_second_is_refused_naming_the_first(tmp_path):
+    folder = tmp_path / 'ck'
+    first = start(FAST + ['--gauss_num', '4', '--epochs', '3', '--ckptdir', folder])
+    try:
+        assert wait_for(lambda: (folder / '.lock').exists() and (folder / '.lock').read_text().strip(), first)
+        second = run_main(*FAST, '--gauss_num', '4', '--epochs', '3', '--ckptdir', folder, timeout=120)
+        assert second.returncode == 2 and second.stderr.count('\n') == 1
+        assert f'--ckptdir {folder} is in use by process {first.pid} on host' in second.stderr
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0 and weights(folder / 'latest.pth')
+    assert torch.load(folder / 'latest.pth', weights_only=True)['epoch'] == 3
+    assert not (folder / '.lock').exists()  # released at the end
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    folder = tmp_path / 'ck'
+    proc = start(FAST + ['--gauss_num', '4', '--epochs', '3', '--ckptdir', folder])
+    assert wait_for(lambda: (folder / '.lock').exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (folder / '.lock').exists()  # the file stays; its lock went with the process
+    assert run_main(*FAST, '--gauss_num', '4', '--epochs', '1', '--ckptdir', folder, '--resume_ckpt', 'auto',
+                    ).returncode == 0
+
+
+def test_two_identical_certifications_into_one_folder(tmp_path, digits_lenet):
+    args = CERT + ['--resume_ckpt', digits_lenet, '--matdir', tmp_path / 'mat', '--N', '6000']
+    first = start(args)
+    try:
+        assert wait_for(lambda: lines(tmp_path / 'mat' / '8.hard.tsv') >= 2, first)
+        second = run_main(*args, timeout=120)
+        assert second.returncode == 2 and second.stderr.count('\n') == 1
+        assert f'the results named 8 in --matdir {tmp_path / "mat"}) is in use by process {first.pid}' in second.stderr
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    rows = parse_log((tmp_path / 'mat' / '8.hard.tsv').read_text(), 'log')
+    assert [r.idx for r in rows] == list(range(0, 60, 3))
+    # a folder holding exact duplicate rows (a double submission before locks existed) is repaired on resume
+    for mode in ('hard', 'soft'):
+        path = tmp_path / 'mat' / f'8.{mode}.tsv'
+        text = path.read_text().splitlines(keepends=True)
+        path.write_text(''.join(text[:8] + [line.replace('\t0:00:', '\t0:01:') for line in text[1:8]]))
+    (tmp_path / 'mat' / '8.mat').unlink()
+    (tmp_path / 'mat' / '8.json').write_text((tmp_path / 'mat' / '8.json').read_text().replace('"complete"',
+                                                                                               '"running"'))
+    again = run_main(*args)
+    assert again.returncode == 0, again.stderr
+    assert [r.result() for r in parse_log((tmp_path / 'mat' / '8.hard.tsv').read_text(), 'log')] == \
+        [r.result() for r in rows]
+    # the same image with another result is two runs mixed: refused, with the line
+    path = tmp_path / 'mat' / '8.hard.tsv'
+    text = path.read_text().splitlines(keepends=True)
+    fields = text[3].split('\t')
+    fields[3] = repr(float(fields[3]) / 2) if float(fields[3]) > 0 else '0.01'
+    fields[2] = fields[1]
+    fields[4] = '1'
+    path.write_text(''.join(text + ['\t'.join(fields)]))
+    r = run_main(*args)
+    assert r.returncode == 2 and 'line 22: image 6 is logged twice with different results' in r.stderr
+
+
+def test_a_certification_refuses_nan_outputs_and_keeps_what_it_certified(tmp_path):
+    from model import LeNet
+    torch.manual_seed(0)
+    net = LeNet()
+    with torch.no_grad():
+        net.fc2.weight.fill_(3e38)  # finite weights whose outputs overflow to infinity
+    torch.save({'net': net.state_dict(), 'epoch': 1}, tmp_path / 'overflow.pth')
+    r = run_main('--task', 'test', '--dataset', 'digits', '--start_img', '0', '--num_img', '3', '--N', '100',
+                 '--quiet', '--resume_ckpt', tmp_path / 'overflow.pth', '--matdir', tmp_path / 'mat')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1
+    assert "outputs on test image 0 are NaN or infinite: no certificate can be issued" in r.stderr
+    assert parse_log((tmp_path / 'mat' / '1.hard.tsv').read_text(), 'log') == []
+    assert not (tmp_path / 'mat' / '1.mat').exists()
+
+
+def test_a_huge_epoch_and_a_fifo_are_answered_at_once(tmp_path):
+    from model import LeNet
+    torch.save({'net': LeNet().state_dict(), 'epoch': 10 ** 9}, tmp_path / 'big.pth')
+    t0 = time.time()
+    # the schedule is set in closed form: no 10^9 scheduler steps before the first epoch
+    r = run_main(*FAST, '--gauss_num', '2', '--epochs', 10 ** 9 + 1, '--lr_milestones', 10, '--resume_ckpt',
+                 tmp_path / 'big.pth', '--ckptdir', tmp_path / 'ck', timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert time.time() - t0 < 100
+    history = torch.load(tmp_path / 'ck' / 'latest.pth', weights_only=True)['history']
+    assert history[0]['epoch'] == 10 ** 9 + 1 and history[0]['lr'] == pytest.approx(0.001)
+    os.mkfifo(tmp_path / 'fifo.pth')
+    r = run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', tmp_path / 'fifo.pth', timeout=60)
+    assert r.returncode == 2 and 'is a FIFO, not a file' in r.stderr
+
+
+def test_only_this_tools_temporaries_are_removed(tmp_path, digits_lenet):
+    ck, mat = tmp_path / 'ck', tmp_path / 'mat'
+    ck.mkdir()
+    mat.mkdir()
+    for folder in (ck, mat):
+        (folder / '.notes.tmp').write_text('mine\n')
+        (folder / '.latest.pth.abcdefgh.tmp').write_text('an older version\'s, or a user\'s\n')
+    (ck / '.latest.pth.macer-tmp-abcd1234.tmp').write_bytes(b'left by a killed run')
+    (mat / '.8.mat.macer-tmp-abcd1234.tmp').write_bytes(b'left by a killed run')
+    (mat / '.9.mat.macer-tmp-abcd1234.tmp').write_bytes(b'another run\'s')
+    assert run_main(*FAST, '--gauss_num', '2', '--epochs', '1', '--ckptdir', ck).returncode == 0
+    assert run_main(*CERT, '--num_img', '2', '--N', '100', '--resume_ckpt', digits_lenet, '--matdir', mat
+                    ).returncode == 0
+    assert sorted(f for f in os.listdir(ck) if f.startswith('.')) == ['.latest.pth.abcdefgh.tmp', '.notes.tmp']
+    assert sorted(f for f in os.listdir(mat) if f.startswith('.')) == ['.9.mat.macer-tmp-abcd1234.tmp',
+                                                                        '.latest.pth.abcdefgh.tmp', '.notes.tmp']
+
+
+def test_resumed_training_keeps_a_finished_certification_and_finishes_an_unfinished_one(tmp_path):
+    args = FAST + ['--gauss_num', '2', '--cert_from', '2', '--cert_every', '2', '--start_img', '0', '--num_img', '4',
+                   '--N', '200', '--ckptdir', tmp_path / 'ck', '--matdir', tmp_path / 'mat']
+    assert run_main(*args, '--epochs', '2').returncode == 0
+    finished = snapshot(tmp_path / 'mat')
+    # another --N for the certifications to come: the finished one of epoch 2 stands
+    r = run_main(*args[:-8], '--start_img', '0', '--num_img', '4', '--N', '300', '--ckptdir', tmp_path / 'ck',
+                 '--matdir', tmp_path / 'mat', '--epochs', '4', '--resume_ckpt', tmp_path / 'ck' / 'latest.pth')
+    assert r.returncode == 0, r.stderr
+    assert 'certified before the stop, kept as it is' in r.stdout
+    assert {k: v for k, v in snapshot(tmp_path / 'mat').items() if k.startswith('2.')} == finished
+    assert json.loads((tmp_path / 'mat' / '4.json').read_text())['identity']['N'] == 300
+    # an unfinished one must be finished with its own arguments
+    record = json.loads((tmp_path / 'mat' / '4.json').read_text())
+    (tmp_path / 'mat' / '4.json').write_text(json.dumps({**record, 'status': 'running'}))
+    r = run_main(*args, '--epochs', '4', '--resume_ckpt', tmp_path / 'ck' / '4.pth')
+    assert r.returncode == 2 and 'holds results made with other arguments (N 300 there, 200 now)' in r.stderr
+
+
+def test_a_fresh_run_that_diverges_says_there_is_no_checkpoint(tmp_path):
+    r = run_main(*FAST, '--lr', '1e30', '--epochs', '1', '--ckptdir', tmp_path / 'ck')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1
+    assert 'no checkpoint was written before it: lower --lr (now 1e+30) or --lbd (now 12.0) and start again' in r.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs at tmp_path/disk, where the test can fill the disk for real (needs mount rights)."""
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (not root); test_a_failed_write... covers the same path simulated')
+    yield disk
+    subprocess.run(['umount', str(disk)])
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(small_disk, digits_lenet):
+    # a ResNet-110 checkpoint (7 MB) cannot fit: the training run stops at its first save
+    r = run_main(*FAST, '--dataset', 'digits', '--gauss_num', '1', '--epochs', '1', '--ckptdir', small_disk / 'ck',
+                 '--arch', 'lenet', '--save_every', '1')
+    # LeNet's checkpoint (5 MB with its optimiser state) does not fit into 2 MB either
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+    assert 'latest.pth: the disk is full' in r.stderr and 'was not written' in r.stderr
+    assert not [f for f in os.listdir(small_disk / 'ck') if 'tmp' in f]
+    # certification: the disk is full but for 16 KiB, which the first files take; the logs are kept
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    with open(small_disk / 'filler', 'wb') as f:
+        f.write(b'\0' * (free - 16 * 1024))
+    r = run_main(*CERT, '--num_img', '40', '--skip', '1', '--N', '100', '--resume_ckpt', digits_lenet,
+                 '--matdir', small_disk / 'mat')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+    assert 'the disk is full' in r.stderr
+    os.unlink(small_disk / 'filler')
+    done = len(parse_log((small_disk / 'mat' / '8.hard.tsv').read_text(), 'log'))
+    assert run_main(*CERT, '--num_img', '40', '--skip', '1', '--N', '100', '--resume_ckpt', digits_lenet,
+                    '--matdir', small_disk / 'mat').returncode == 0
+    assert len(parse_log((small_disk / 'mat' / '8.hard.tsv').read_text(), 'log')) == 40 >= done

@@ -4,17 +4,20 @@
 
 writes PREFIX.png and PREFIX.pdf (certified accuracy against L2 radius, one line per file, as the
 MACER paper's Figure 1) and PREFIX.md, PREFIX.tex and PREFIX.csv (certified accuracy at a grid of
-radii and the ACR, one row per file).
+radii and the ACR, one row per file): all five, or none when anything fails.
 
-Semantics (PAPER.md section 6): a wrong or abstained image counts as radius 0, i.e. it is never
+Semantics (docs/METHOD.md, "Metrics"): a wrong or abstained image counts as radius 0, i.e. it is never
 certified; a TSV row with `correct` 0 does not count whatever its radius; the certified accuracy at
 r counts the radii >= r, so an image certified at exactly 0.5 counts at 0.5. The MACER authors'
 `plotcurves.m` counts radii > r instead: at r = 0 it leaves out correct images of radius 0, and at
 each grid radius the images certified at exactly that radius.
 
+Where a file comes with this project's JSON (NAME.json beside NAME.mat or NAME.hard.tsv), the figure
+marks the largest radius its N, alpha and sigma can certify, the vertical cliff every curve ends in.
+
 Needs numpy, scipy and matplotlib only: nothing here imports torch or the model and training code.
 """
-import argparse
+import json
 import os
 import sys
 
@@ -22,18 +25,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from argtypes import HelpFormatter, Parser, nonneg_float, positive_float  # noqa: E402
 from common import UsageError  # noqa: E402
-from rs.results import read_mat, tsv_radii  # noqa: E402
+from rs.results import largest_radius, read_mat, tsv_radii  # noqa: E402
 from rs.stats import GRID, acr, certified_accuracy  # noqa: E402
 
 STYLES = [('tab:red', '-'), ('tab:blue', '--'), ('tab:purple', ':'), ('tab:green', '-.'), ('tab:orange', '-'),
           ('tab:brown', '--'), ('tab:gray', ':'), ('tab:olive', '-.')]
+OUTPUTS = ('.png', '.pdf', '.md', '.tex', '.csv')
 
 
 def load_radii(path, mode='hard'):
     """One file's radii in the MACER encoding (radius if certified correct, -1 otherwise)."""
     if not os.path.isfile(path):
-        raise UsageError(f'{path} does not exist')
+        raise UsageError(f'{path} does not exist' if not os.path.exists(path) else f'{path} is not a file')
     if path.endswith('.mat'):
         by_mode = read_mat(path)
         if mode not in by_mode:
@@ -41,6 +46,23 @@ def load_radii(path, mode='hard'):
                              f'{next(iter(by_mode))}')
         return by_mode[mode]
     return tsv_radii(path)
+
+
+def run_record(path, mode='hard'):
+    """What this project's JSON beside a result file (NAME.json for NAME.mat or NAME.MODE.tsv) says of its
+    certificates: {'N', 'alpha', 'sigma', 'mode'}; None for a file without one (Cohen's, Salman's logs)."""
+    folder, base = os.path.split(path)
+    for suffix, its_mode in (('.mat', mode), ('.hard.tsv', 'hard'), ('.soft.tsv', 'soft')):
+        if base.endswith(suffix):
+            candidate = os.path.join(folder, base[:-len(suffix)] + '.json')
+            try:
+                with open(candidate) as f:
+                    identity = json.load(f)['identity']
+                return {'N': int(identity['N']), 'alpha': float(identity['alpha']), 'sigma': float(identity['sigma']),
+                        'mode': its_mode}
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+    return None
 
 
 def table_rows(radii_list, grid=GRID):
@@ -58,14 +80,13 @@ def _fmt(value, j, last):
     return f'{value:.3f}' if j == last else f'{value:.2f}'
 
 
-def write_tables(prefix, labels, rows, grid=GRID):
+def tables(labels, rows, grid=GRID):
+    """{'.md': text, '.tex': text, '.csv': text}."""
     last = len(grid)
     header = ['model'] + [f'{r:.2f}' for r in grid] + ['ACR']
     md = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     md += ['| ' + ' | '.join([label] + [_fmt(v, j, last) for j, v in enumerate(row)]) + ' |'
            for label, row in zip(labels, rows)]
-    with open(prefix + '.md', 'w') as f:
-        f.write('\n'.join(md) + '\n')
 
     best = _best(rows)
     tex = ['\\begin{tabular}{l' + 'c' * len(header[1:]) + '}', '\\hline',
@@ -78,13 +99,10 @@ def write_tables(prefix, labels, rows, grid=GRID):
             cells.append(f'\\textbf{{{text}}}' if is_best else text)
         tex.append(' & '.join([_tex_escape(label)] + cells) + ' \\\\')
     tex += ['\\hline', '\\end{tabular}']
-    with open(prefix + '.tex', 'w') as f:
-        f.write('\n'.join(tex) + '\n')
 
-    with open(prefix + '.csv', 'w') as f:
-        f.write(','.join(['label'] + [f'{r:g}' for r in grid] + ['ACR']) + '\n')
-        for label, row in zip(labels, rows):
-            f.write(','.join([_csv_escape(label)] + [repr(float(v)) for v in row]) + '\n')
+    csv = [','.join(['label'] + [f'{r:g}' for r in grid] + ['ACR'])]
+    csv += [','.join([_csv_escape(label)] + [repr(float(v)) for v in row]) for label, row in zip(labels, rows)]
+    return {'.md': '\n'.join(md) + '\n', '.tex': '\n'.join(tex) + '\n', '.csv': '\n'.join(csv) + '\n'}
 
 
 def _tex_escape(text):
@@ -101,44 +119,92 @@ def curve(radii, max_radius, points=1001):
     return r, certified_accuracy(radii, r)
 
 
-def plot(prefix, labels, radii_list, max_radius, title=None):
+def figure(labels, radii_list, max_radius, title=None, ylim=(0.0, 1.0), cliffs=(), caption=''):
+    """The curves as a matplotlib figure; `cliffs`: radii drawn as dotted vertical lines, which `caption`
+    (printed under the axes) explains."""
     import matplotlib
     matplotlib.use('Agg')  # files only: no display needed
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for i, (label, radii) in enumerate(zip(labels, radii_list)):
         color, style = STYLES[i % len(STYLES)]
         x, y = curve(radii, max_radius)
         ax.plot(x, y, linestyle=style, color=color, linewidth=2.5, label=label)
+    for radius in cliffs:
+        ax.axvline(radius, color='black', linestyle=(0, (1, 2)), linewidth=1.2)
     ax.set_xlim(0, max_radius)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(*ylim)
     ax.set_xlabel('$\\ell_2$ radius')
     ax.set_ylabel('Certified accuracy')
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(prefix + '.png', dpi=150)
-    fig.savefig(prefix + '.pdf')
-    plt.close(fig)
+    ax.legend(fontsize='small')
+    if caption:
+        fig.text(0.5, 0.01, caption, ha='center', va='bottom', fontsize='x-small', wrap=True)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
+    return fig
+
+
+def cliffs_of(records):
+    """The largest radius the files' N, alpha and sigma can certify (where every curve drops to 0), from
+    their JSON records: ([radius, ...] to mark, the caption that states them)."""
+    by_setting = {}
+    for record in records:
+        if record is None:
+            continue
+        setting = (record['N'], record['alpha'], record['sigma'])
+        r = largest_radius(record['sigma'], record['N'], record['alpha'], record['mode'])
+        by_setting.setdefault(setting, {})[record['mode']] = r
+    radii, parts = [], []
+    for (N, alpha, sigma), by_mode in by_setting.items():
+        radii += list(by_mode.values())
+        values = ', '.join(f'{r:.2f} ({m})' for m, r in sorted(by_mode.items()))
+        parts.append(f'N = {N}, \u03b1 = {alpha:g}, \u03c3 = {sigma:g}: {values}')
+    caption = ('Dotted: the largest radius certifiable with ' + '; '.join(parts)) if parts else ''
+    return sorted(set(radii)), caption
+
+
+def write_all(prefix, texts, fig):
+    """Every output to a temporary file first, then all renamed into place: all five files, or none."""
+    import matplotlib.pyplot as plt
+    temps = {}
+    try:
+        for ext in OUTPUTS:
+            temps[ext] = f'{os.path.join(os.path.dirname(prefix), "." + os.path.basename(prefix))}{ext}.macer-tmp'
+            if ext in texts:
+                with open(temps[ext], 'w') as f:
+                    f.write(texts[ext])
+            else:
+                fig.savefig(temps[ext], format=ext[1:], dpi=150)
+        for ext in OUTPUTS:
+            os.replace(temps[ext], prefix + ext)
+    finally:
+        plt.close(fig)
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         description='Certified-accuracy curves (PREFIX.png, PREFIX.pdf) and tables (PREFIX.md, .tex, .csv) from '
                     'MACER .mat files and community TSV logs (Cohen, Salman, this project).',
-        epilog='Accuracy at r counts the certified-correct images with radius >= r (PAPER.md section 6); wrong or '
-               'abstained images, and TSV rows with correct = 0 whatever their radius, never count. The MACER '
-               'authors\' plotcurves.m counts radius > r, which leaves out correct images of radius exactly 0 at '
-               'r = 0 and images certified exactly at a grid radius.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog='Accuracy at r counts the certified-correct images with radius >= r; wrong or abstained images, and '
+               'TSV rows with correct = 0 whatever their radius, never count. The MACER authors\' plotcurves.m '
+               'counts radius > r, which leaves out correct images of radius exactly 0 at r = 0 and images '
+               'certified exactly at a grid radius.',
+        formatter_class=HelpFormatter)
     p.add_argument('files', nargs='+', metavar='FILE', help='.mat files (this project, the MACER code) or TSV logs')
     p.add_argument('--labels', nargs='+', default=None, help='one label per file (default: the file names)')
     p.add_argument('--mode', default='hard', choices=('hard', 'soft'), help='which results of a .mat file')
-    p.add_argument('--max_radius', type=float, default=None,
+    p.add_argument('--max_radius', type=positive_float, default=None,
                    help='right end of the curves (default: the largest radius, rounded up to 0.25)')
-    p.add_argument('--grid', type=float, nargs='+', default=list(GRID), help='radii of the tables')
+    p.add_argument('--ylim', type=nonneg_float, nargs=2, default=None, metavar=('LOW', 'HIGH'),
+                   help='the accuracy axis (default: 0 to 1); e.g. --ylim 0.6 1 to zoom where methods differ')
+    p.add_argument('--grid', type=nonneg_float, nargs='+', default=list(GRID), help='radii of the tables')
     p.add_argument('--title', default=None, help='title of the figure')
     p.add_argument('--out', required=True, help='prefix of the output files')
     return p
@@ -149,29 +215,32 @@ def main(argv=None):
     try:
         if args.labels is not None and len(args.labels) != len(args.files):
             raise UsageError(f'{len(args.labels)} labels for {len(args.files)} files: give one label per file')
+        if args.ylim is not None and not args.ylim[0] < args.ylim[1]:
+            raise UsageError(f'--ylim {args.ylim[0]} {args.ylim[1]}: LOW must be below HIGH')
         labels = args.labels or [os.path.splitext(os.path.basename(f))[0] for f in args.files]
         radii_list = [load_radii(f, args.mode) for f in args.files]
         empty = [f for f, r in zip(args.files, radii_list) if r.size == 0]
         if empty:
             raise UsageError(f'{empty[0]} holds no results')
-        if args.max_radius is not None and not args.max_radius > 0:
-            raise UsageError(f'--max_radius must be positive, got {args.max_radius}')
         top = max(float(r.max()) for r in radii_list)
         max_radius = args.max_radius or max(0.25, np.ceil(top / 0.25) * 0.25)
         folder = os.path.dirname(os.path.abspath(args.out))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UsageError(f'--out {args.out}: {folder} is a file, not a folder')
         os.makedirs(folder, exist_ok=True)
         rows = table_rows(radii_list, args.grid)
-        write_tables(args.out, labels, rows, args.grid)
-        plot(args.out, labels, radii_list, max_radius, args.title)
+        cliffs, caption = cliffs_of([run_record(f, args.mode) for f in args.files])
+        fig = figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
+                     [c for c in cliffs if c <= max_radius], caption)
+        write_all(os.path.abspath(args.out), tables(labels, rows, args.grid), fig)
     except UsageError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     except OSError as e:
-        print(f'error: cannot write {args.out}.*: {e.strerror}', file=sys.stderr)
+        print(f'error: cannot write {args.out}.*: {e.strerror}; no output was written', file=sys.stderr)
         return 2
-    with open(args.out + '.md') as f:
-        print(f.read(), end='')
-    print(f'wrote {", ".join(args.out + ext for ext in (".png", ".pdf", ".md", ".tex", ".csv"))}')
+    print(tables(labels, rows, args.grid)['.md'], end='')
+    print(f'wrote {", ".join(args.out + ext for ext in OUTPUTS)}')
     return 0
 
 
