@@ -62,6 +62,11 @@ class HelpFormatter(argparse.HelpFormatter):
     """Each default once: appended as '(default: X)' unless the help text already says what it is, or there
     is none to show (a required flag, a switch, a default of None)."""
 
+    def _split_lines(self, text, width):
+        # never break inside a hyphenated name (a preset, a flag): a reader must be able to copy it
+        import textwrap
+        return textwrap.wrap(self._whitespace_matcher.sub(' ', text).strip(), width, break_on_hyphens=False)
+
     def _get_help_string(self, action):
         text = action.help or ''
         if 'default' in text or action.default in (None, argparse.SUPPRESS, False) or action.required:

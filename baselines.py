@@ -1,14 +1,17 @@
-"""The two methods MACER is compared with (PAPER.md section 5), in the shape of `macer.macer_loss`.
+"""The two methods MACER is compared with (docs/METHOD.md, "The methods MACER is compared with"), in the shape of `macer.macer_loss`.
 
 - Gaussian augmentation (Cohen et al. 2019): cross-entropy on noisy copies.
 - SmoothAdv (Salman et al. 2019): PGD against the smoothed soft classifier, then cross-entropy
   on all m noisy copies of the adversarial point, with the noise of the attack.
 """
+from typing import Tuple
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
-def gaussian_loss(logits, targets):
+def gaussian_loss(logits: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cross-entropy averaged over every noisy copy: returns `(loss, classification, robustness)`.
 
     logits: [n, k, C] for k noisy copies of each of n images; targets: [n]. Cohen et al. 2019
@@ -20,7 +23,8 @@ def gaussian_loss(logits, targets):
     return ce, ce.detach(), torch.zeros((), device=logits.device)
 
 
-def smoothadv_attack(model, x, targets, noise, *, epsilon, num_steps):
+def smoothadv_attack(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, noise: torch.Tensor, *, epsilon: float,
+                     num_steps: int) -> torch.Tensor:
     """Salman et al. 2019, SmoothAdv with PGD (L2) on the Monte-Carlo soft smoothed classifier.
 
     x: [n, C, H, W] in [0, 1]; targets: [n]; noise: [n, m, C, H, W], the noise d_1..d_m that the

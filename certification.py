@@ -65,6 +65,18 @@ class Certifier:
         self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset)
         self.labels = labels_of(self.dataset)
 
+    def check_run(self, run_id, epochs):
+        """Before a training run's first epoch: refuse a --matdir holding another run's results for the epochs
+        it will certify (found at the first certification otherwise, after hours of training)."""
+        if self.args.matdir is None:
+            return
+        for epoch in epochs:
+            record = read_record(ResultFiles(self.args.matdir, epoch, ()))
+            theirs = ((record or {}).get('checkpoint') or {}).get('run_id')
+            if theirs is not None and theirs != run_id:
+                raise UsageError(f'--matdir {self.args.matdir} holds {epoch}.json, the results of another training run '
+                                 f'({theirs}); this run would certify epoch {epoch} there: choose another --matdir')
+
     def __call__(self, model, runner, name, mode, extra=None, pending_only=False):
         """Certify `runner` (the network as run; `model` holds its weights) in `mode` into the files NAME.
 
@@ -90,7 +102,7 @@ class Certifier:
                     job.print(f'==> {files.json}: certified before the stop, kept as it is', flush=True)
                     return None
             record = dict(self.record, **(extra or {}))
-            radii = certify_dataset(runner, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
+            certified = certify_dataset(runner, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
                                     sigma=a.sigma, mode=mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
                                     batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
                                     identity=identity, record=record, labels=self.labels,
@@ -99,10 +111,18 @@ class Certifier:
             if lock is not None:
                 lock.release()
         if job.is_main:
-            print(format_summary(radii), flush=True)
+            print(format_summary(certified.radii), flush=True)
+            drawn = certified.drawn
+            if a.early_abstain and all(d is not None for d in drawn):
+                standard = (a.N0 + a.N) * len(drawn)
+                early = sum(d < a.N0 + a.N for d in drawn)
+                print(f'==> early abstention (M {a.early_abstain}): {early} of {len(drawn)} images abstained early; '
+                      f'{sum(drawn)} samples drawn of the standard protocol\'s {standard}, '
+                      f'{100 * (1 - sum(drawn) / standard):.1f}% saved', flush=True)
             if files is not None:
-                print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.json}', flush=True)
-        return radii
+                print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.stats}, {files.json}',
+                      flush=True)
+        return certified.radii
 
 
 def command_record(args_record):

@@ -53,16 +53,17 @@ class Checkpoint:
     kind: str                  # 'project', 'macer' (the public MACER code) or 'cohen' (Cohen / Salman)
     state_dict: dict           # keys of the bare network (no `1.`, no `module.`)
     epoch: int
-    arch: str = None           # None when the file does not say (the public MACER code's)
-    input_layer: str = None    # 'none', 'normalize' or 'center'; None when the file does not say (Cohen/Salman)
-    stats: str = None          # key of model.NORMALIZATION for the input layer's statistics, or None
-    dataset: str = None        # the data set it was trained on, when the file says (this project's)
-    args: dict = None          # the arguments of the run that wrote it (this project's only)
-    run_id: str = None         # the identity of the training run that wrote it (this project's)
-    content: dict = field(default=None, repr=False)  # everything in the file
+    arch: Optional[str] = None         # None when the file does not say (the public MACER code's)
+    input_layer: Optional[str] = None  # 'none', 'normalize' or 'center'; None when the file does not say (Cohen/Salman)
+    stats: Optional[str] = None        # key of model.NORMALIZATION for the input layer's statistics, or None
+    dataset: Optional[str] = None      # the data set it was trained on, when the file says (this project's)
+    args: Optional[dict] = None        # the arguments of the run that wrote it (this project's only)
+    run_id: Optional[str] = None       # the identity of the training run that wrote it (this project's)
+    version: Optional[str] = None      # the version of this tool that wrote it (None: before 1.0.0)
+    content: dict = field(default_factory=dict, repr=False)  # everything in the file
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str) -> Checkpoint:
     """Read any of the three formats; a UsageError (one line) for anything else."""
     _check_file(path)
     try:
@@ -107,6 +108,9 @@ def _interpret(path, content):
         raise UsageError(f'checkpoint {path} holds a {type(content).__name__}, not a checkpoint; expected this '
                          f"project's, the MACER code's {{'net', 'epoch'}} or Cohen's {{'arch', 'state_dict'}}")
     if content.get('format') == FORMAT:
+        if 'net' not in content:
+            raise UsageError(f'checkpoint {path} has this project\'s format but no weights (`net`); the file was '
+                             f'edited or damaged')
         arch = _choice(path, content, 'arch', ARCHS)
         dataset = _choice(path, content, 'dataset', DATASETS)
         stats = _choice(path, content, 'normalization', tuple(NORMALIZATION))
@@ -121,8 +125,9 @@ def _interpret(path, content):
         run_id = content.get('run_id')
         if run_id is not None and not isinstance(run_id, str):
             raise UsageError(f'checkpoint {path}: its `run_id` is a {type(run_id).__name__}, not a run identity')
+        version = content.get('version')
         return Checkpoint(path, 'project', _bare(path, content['net']), _epoch(path, content), arch, input_layer,
-                          stats, dataset, args, run_id, content)
+                          stats, dataset, args, run_id, version if isinstance(version, str) else None, content)
     if 'net' in content:
         return Checkpoint(path, 'macer', _bare(path, content['net']), _epoch(path, content), input_layer='none',
                           content=content)
@@ -179,7 +184,7 @@ def _bare(path, state_dict):
     return out
 
 
-def resolve_input_layer(ckpt, input_layer=None):
+def resolve_input_layer(ckpt: Checkpoint, input_layer: Optional[str] = None) -> str:
     """The input layer to build `ckpt` behind: what the file records, or `input_layer` where it records nothing.
 
     Cohen's and Salman's files record nothing (default 'normalize', Cohen's); this project's and the
@@ -200,7 +205,7 @@ def resolve_input_layer(ckpt, input_layer=None):
     return layer
 
 
-def fit_model(ckpt, arch, num_classes, why, input_layer=None):
+def fit_model(ckpt: Checkpoint, arch: str, num_classes: int, why: str, input_layer: Optional[str] = None) -> nn.Module:
     """Build `arch` behind the checkpoint's input layer (see `resolve_input_layer`) and load it strictly.
 
     `why` names where `arch` came from (e.g. '--dataset cifar10') for the error message.
@@ -219,7 +224,7 @@ def fit_model(ckpt, arch, num_classes, why, input_layer=None):
     return model
 
 
-def check_dataset(ckpt, dataset):
+def check_dataset(ckpt: Checkpoint, dataset: str) -> None:
     """A checkpoint that records its data set is certified and resumed on that data set only."""
     if ckpt.dataset is not None and ckpt.dataset != dataset:
         raise UsageError(f'checkpoint {ckpt.path} was trained on {ckpt.dataset}, not {dataset}: use '
@@ -243,7 +248,7 @@ def load_model(path: str, dataset: str, input_layer: Optional[str] = None, arch:
     return fit_model(ckpt, arch, NUM_CLASSES[dataset], f'--dataset {dataset}', input_layer).eval()
 
 
-def load_weights(net, state_dict, source, target):
+def load_weights(net: nn.Module, state_dict: dict, source: str, target: str) -> None:
     """`net.load_state_dict(state_dict, strict=True)` with a one-line error naming what differs."""
     mine = net.state_dict()
     missing = [k for k in mine if k not in state_dict]
@@ -263,7 +268,8 @@ def load_weights(net, state_dict, source, target):
     net.load_state_dict(state_dict, strict=True)
 
 
-def content(model, *, epoch, arch, dataset, num_classes, input_layer, stats, args, run_id, history, **training):
+def content(model: nn.Module, *, epoch: int, arch: str, dataset: str, num_classes: int, input_layer: str,
+            stats: Optional[str], args: dict, run_id: str, history: list, **training) -> dict:
     """This project's checkpoint as a dict: the format `read_checkpoint` reads back.
 
     `training` holds what resuming needs (`optimizer`, `scheduler`, `scaler`, `rng` state dicts).
@@ -273,19 +279,19 @@ def content(model, *, epoch, arch, dataset, num_classes, input_layer, stats, arg
             'num_classes': num_classes, 'args': args, 'history': history, **training}
 
 
-def slim(full):
+def slim(full: dict) -> dict:
     """A checkpoint without what only resuming needs: it certifies exactly as `full` but cannot resume."""
     out = {k: full[k] for k in SLIM_KEYS if k in full}
     out['net'] = {k: v.contiguous() for k, v in out['net'].items()}  # the default layout, whatever the run's
     return out
 
 
-def save_checkpoint(path, content):
+def save_checkpoint(path: str, content: dict) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     atomic_write(path, lambda tmp: torch.save(content, tmp))
 
 
-def state_digest(model):
+def state_digest(model: nn.Module) -> str:
     """SHA-256 of the model's weights and buffers: the identity of a model in result files."""
     h = hashlib.sha256()
     for key, value in sorted(base_network(model).state_dict().items()):

@@ -106,7 +106,7 @@ def build_parser():
     g.add_argument('--warmup', default=1, type=positive_int,
                    help='SmoothAdv: epochs over which epsilon grows linearly to --epsilon')
     g.add_argument('--workers', default=None, type=nonneg_int,
-                   help='data-loading processes (default: 0 for digits, 4 otherwise)')
+                   help='data-loading processes (default: 0 for digits, else 4 or the number of CPU cores if fewer)')
     g.add_argument('--save_every', default=1, type=positive_int,
                    help='write --ckptdir/latest.pth every SAVE_EVERY epochs (and at the last and certified epochs)')
     g.add_argument('--cert_from', default=200, type=positive_int,
@@ -176,7 +176,8 @@ def resolve(args):
     if args.gauss_num is None:
         args.gauss_num = 16 if args.method == 'macer' else 1
     if args.workers is None:
-        args.workers = 0 if args.dataset == 'digits' else 4
+        # more loader processes than cores only contend for them (and make torch warn)
+        args.workers = 0 if args.dataset == 'digits' else min(4, len(os.sched_getaffinity(0)))
     if args.mode is None:
         args.mode = 'both' if args.task == 'test' else 'hard'
     if args.task == 'train':

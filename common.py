@@ -111,6 +111,10 @@ def atomic_write(path, write):
             os.unlink(tmp)
         if full:
             raise _disk_full(path, e) from None
+        if isinstance(e, (OSError, RuntimeError)):  # torch.save's writer fails with a RuntimeError and no errno
+            kept = 'keeps its previous content' if os.path.exists(path) else 'was not written'
+            raise UsageError(f'cannot write {path} ({first_line(e)}): {path} {kept}; check the folder (space, '
+                             f'quota, permissions) and rerun the same command to resume') from None
         raise
     _fsync_dir(folder)
 
@@ -130,19 +134,19 @@ _KEPT_NOTE = ('every file written before is complete (logs keep each finished ro
               'version); free some space and rerun the same command to resume')
 
 
-def remove_stale_temporaries(folder, prefix=''):
+def remove_stale_temporaries(folder, owns):
     """Remove the temporary files `atomic_write` left in `folder` when its process was killed.
 
-    Only files named as `atomic_write` names them (`.BASE.macer-tmp-XXXXXXXX.tmp`) whose BASE
-    starts with `prefix`; a user's own `.notes.tmp` is never touched. Called, under the folder's
-    lock, when a run starts, for the files it owns: every temporary of this tool in its --ckptdir,
-    those of files named PREFIX* in a --matdir (other runs may be writing there).
+    Only files named as `atomic_write` names them (`.BASE.macer-tmp-XXXXXXXX.tmp`) whose BASE is a
+    file of the run that calls it (`owns(BASE)` is true); a user's own `.notes.tmp`, and the files of
+    another run writing in the same folder, are never touched. Called, under the run's lock, when
+    the run starts.
     """
     if not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
         match = _TMP_NAME.match(name)
-        if match and match.group('base').startswith(prefix):
+        if match and owns(match.group('base')):
             try:
                 os.unlink(os.path.join(folder, name))
             except OSError:
@@ -183,6 +187,29 @@ def writable_dir(path, flag):
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f'{flag} {path} is not writable; choose a folder you can write to')
     return path
+
+
+def run_command(work, out):
+    """A command's body `work()`, returning its exit status: a UsageError, or a failed write of the outputs
+    named `out`, becomes one line on stderr and status 2 (the `visualize/` commands' shared ending)."""
+    try:
+        work()
+    except UsageError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f'error: cannot write {out}: {e.strerror or e}; no output was written', file=sys.stderr)
+        return 2
+    return 0
+
+
+def output_folder(prefix, flag='--out'):
+    """Create the folder of an output prefix; a UsageError when a file stands in its way."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f'{flag} {prefix}: {folder} is a file, not a folder')
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 class FolderLock:

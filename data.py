@@ -2,7 +2,8 @@
 
 Every image is a float tensor in [0, 1]: randomized smoothing adds its noise in pixel space, and a
 model that wants normalised inputs normalises them in its first layer, after the noise
-(PAPER.md section 1). Augmentation follows the public MACER code (PAPER.md section 4).
+(docs/METHOD.md, "Randomized smoothing"). Augmentation follows the public MACER code (docs/METHOD.md,
+"Hyper-parameters").
 """
 import os
 import socket
@@ -64,7 +65,7 @@ def digits(split):
 
 
 def transforms_for(dataset, split):
-    """The augmentation of PAPER.md section 4 (training) and the plain test transform."""
+    """The augmentation of docs/METHOD.md, "Hyper-parameters" (training), and the plain test transform."""
     import torchvision.transforms as T
     if dataset in ('cifar10', 'svhn'):
         if split == 'train':

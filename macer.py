@@ -1,4 +1,4 @@
-"""The MACER loss (Zhai et al., ICLR 2020, Algorithm 1; PAPER.md section 3).
+"""The MACER loss (Zhai et al., ICLR 2020, Algorithm 1; docs/METHOD.md, "MACER").
 
 A pure function of the logits of k noisy copies of each image: no optimiser, no printing, no
 host synchronisation. The training loop (`train.py`) draws the noise and takes the step.

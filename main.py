@@ -15,12 +15,16 @@ import cli
 import train
 from certification import Certifier, command_record, run_test
 from common import UsageError, disk_full_message
+from presets import not_stated
 from runtime import Distributed, Runner, check_precision, pick_device, speed_settings
 
 
 def run_train(args, device, job):
     """`--task train`: train with --method, certifying (hard mode) on the schedule."""
     record = cli.record(args)
+    if args.preset and not_stated(args.preset):
+        job.print(f'==> note: --preset {args.preset} sets values its sources do not state: {not_stated(args.preset)}',
+                  flush=True)
     certifier = Certifier(args, device, job, command_record(record))
 
     def certify_epoch(model, runner, epoch, pending_only, run_id):
@@ -31,7 +35,7 @@ def run_train(args, device, job):
 
     def make_runner(model):
         return Runner(model, device, args.precision, args.memory_format, args.compile, job)
-    train.run_training(args, device, make_runner, certify_epoch, job, record)
+    train.run_training(args, device, make_runner, certify_epoch, job, record, certifier.check_run)
 
 
 def main(argv=None):

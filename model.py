@@ -1,7 +1,7 @@
 """Architectures: LeNet (MNIST, digits), ResNet-110 (Cifar-10, SVHN), ResNet-50 (ImageNet).
 
-LeNet and ResNet-110 have the `state_dict` keys and shapes of the public MACER code (PAPER.md
-section 4), so the authors' released checkpoints load with `strict=True`; ResNet-110's keys are
+LeNet and ResNet-110 have the `state_dict` keys and shapes of the public MACER code (docs/METHOD.md,
+"Hyper-parameters"), so the authors' released checkpoints load with `strict=True`; ResNet-110's keys are
 also those of Cohen's and Salman's `cifar_resnet110`. An optional input layer in front serves
 their checkpoints: Cohen's `NormalizeLayer` ((x - mean) / std) or Salman's `InputCenterLayer`
 (x - mean), with the data set's channel statistics; MACER models have none.
@@ -103,7 +103,7 @@ class ResNetCifar(nn.Module):
         self.fc = nn.Linear(64 * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                # He initialisation over fan-out, as the MACER and Cohen code (PAPER.md section 4)
+                # He initialisation over fan-out, as the MACER and Cohen code (docs/METHOD.md, "Hyper-parameters")
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, nn.BatchNorm2d):

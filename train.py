@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -245,6 +247,11 @@ def folder_run(ckptdir):
     return ckpt
 
 
+def is_run_file(base):
+    """Whether `base` names a file a training run writes in its folder (whose temporaries it may remove)."""
+    return base in (LATEST, LOG_NAME) or (base.endswith('.pth') and base[:-4].isdigit())
+
+
 def check_folder(ckptdir, ckpt, run_id):
     """Never write into a folder that holds another run, or this run at a later epoch."""
     held = folder_run(ckptdir)
@@ -253,7 +260,7 @@ def check_folder(ckptdir, ckpt, run_id):
     there = os.path.join(ckptdir, os.path.basename(held.path))
     if ckpt is None:
         raise UsageError(f'--ckptdir {ckptdir} already holds a run ({os.path.basename(held.path)}, epoch {held.epoch}); '
-                         f'resume it with --resume_ckpt {os.path.join(ckptdir, LATEST)}, or choose another --ckptdir')
+                         f'resume it with --resume_ckpt {there}, or choose another --ckptdir')
     if ckpt.kind != 'project':
         raise UsageError(f'--ckptdir {ckptdir} holds a run (epoch {held.epoch}); {ckpt.path}, a checkpoint of the '
                          f'MACER code, starts a new run, which would overwrite it: choose an empty --ckptdir')
@@ -283,8 +290,10 @@ def check_resumable(ckpt, args):
         raise UsageError(f'{ckpt.path} holds weights only (no optimiser, scheduler or RNG state): certify it with '
                          f'--task test; training resumes from a --ckptdir/latest.pth')
     theirs = dict(ckpt.args or {})
-    if 'input_layer' not in theirs and 'normalize' in theirs:  # written before --input_layer existed
-        theirs['input_layer'] = 'normalize' if theirs['normalize'] else 'none'
+    if ckpt.version is None:  # written before version 1.0.0: what its flags meant then
+        if 'normalize' in theirs:
+            theirs.setdefault('input_layer', 'normalize' if theirs['normalize'] else 'none')
+        theirs.setdefault('lr_step', 'end')  # the only schedule order there was
     mine = {k: getattr(args, k) for k in IDENTITY}
     differ = differences(theirs, mine, keys=[k for k in IDENTITY if k in theirs], prefix='--')
     if differ:
@@ -307,7 +316,7 @@ def restore(ckpt, optimizer, scheduler, scaler, job, args):
             group['lr'] = lr
         scheduler.last_epoch = ckpt.epoch
         scheduler._last_lr = [lr for _ in optimizer.param_groups]
-        torch.manual_seed(args.seed + ckpt.epoch)
+        torch.manual_seed(args.seed + ckpt.epoch + 1000003 * job.rank)  # each rank its own noise
         return []
     c = ckpt.content
 
@@ -391,14 +400,15 @@ def start_run(args, ckpt, device, job):
     return Run(model, optimizer, scheduler, scaler, run_id, history, 0 if ckpt is None else ckpt.epoch, ckpt)
 
 
-def run_training(args, device, make_runner, certify_epoch, job=None, record=None):
+def run_training(args, device, make_runner, certify_epoch, job=None, record=None, check_results=None):
     """`--task train`: build or resume the run, then train to `--epochs`.
 
     `make_runner(model)` gives the module that runs the network (`runtime.Runner`: precision,
     memory format, compilation, DistributedDataParallel); `certify_epoch(model, runner, epoch,
     pending_only)` certifies it after the epochs of the schedule. Under torchrun (`job`), rank 0
     alone prints, logs, holds the folder's lock and writes checkpoints. `record`: the arguments that
-    apply to the run (`cli.record`), kept in every checkpoint.
+    apply to the run (`cli.record`), kept in every checkpoint. `check_results(run_id, epochs)` refuses,
+    before the first epoch, a --matdir that holds another run's results for epochs of the schedule.
     """
     job = job or SingleProcess()
     if args.batch_size % job.world:
@@ -410,13 +420,13 @@ def run_training(args, device, make_runner, certify_epoch, job=None, record=None
                           'choose another --ckptdir')
         job.on_main(lock.acquire)
     try:
-        return _train(args, device, make_runner, certify_epoch, job, record or dict(vars(args)))
+        return _train(args, device, make_runner, certify_epoch, job, record or dict(vars(args)), check_results)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(args, device, make_runner, certify_epoch, job, record):
+def _train(args, device, make_runner, certify_epoch, job, record, check_results):
     ckpt = checkpoint.read_checkpoint(args.resume_ckpt) if args.resume_ckpt else None
     if ckpt is not None:
         check_resumable(ckpt, args)
@@ -424,10 +434,13 @@ def _train(args, device, make_runner, certify_epoch, job, record):
     if args.ckptdir:
         job.on_main(lambda: check_folder(args.ckptdir, ckpt, run_id_now))
         if job.is_main:
-            remove_stale_temporaries(args.ckptdir)
+            remove_stale_temporaries(args.ckptdir, is_run_file)
     # the training set is read before anything is written
     train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
     run = start_run(args, ckpt, device, job)
+    if check_results is not None:
+        job.on_main(lambda: check_results(run.run_id, [e for e in range(run.start, args.epochs + 1)
+                                                       if is_cert_epoch(e, args.cert_from, args.cert_every)]))
     runner = make_runner(run.model)
     if ckpt is not None:
         job.print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {run.start}', flush=True)
@@ -445,7 +458,10 @@ def _train(args, device, make_runner, certify_epoch, job, record):
               f'epochs {run.start + 1}..{args.epochs}', flush=True)
     for epoch in range(run.start + 1, args.epochs + 1):
         if args.lr_step == 'start':
-            run.scheduler.step()  # the public code's order: this epoch already trains at the new rate
+            with warnings.catch_warnings():
+                # the public code's order, on purpose: this epoch already trains at the new rate
+                warnings.filterwarnings('ignore', message=re.escape('Detected call of `lr_scheduler.step()` before'))
+                run.scheduler.step()
         lr = run.optimizer.param_groups[0]['lr']
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -501,5 +517,8 @@ def _diverged_advice(args):
     latest = os.path.join(args.ckptdir, LATEST) if args.ckptdir else None
     fix = f'lower --lr (now {args.lr})' + (f' or --lbd (now {args.lbd})' if args.method == 'macer' else '')
     if latest and os.path.exists(latest):
-        return f'{latest}, the last good checkpoint, is kept: {fix} and resume from it'
+        # a run resumes only with its own arguments: other ones make a new run, in a folder of its own
+        return (f'{latest}, the last good checkpoint, is kept: {fix} and start a new run in another --ckptdir '
+                f'(resuming it with the same arguments would diverge again)')
     return f'no checkpoint was written before it: {fix} and start again'
+

@@ -13,6 +13,9 @@ from conftest import run_main, snapshot
 from model import LeNet
 
 
+REMOVED = object()  # a key the odd checkpoint lacks
+
+
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory, digits_lenet):
     """A folder holding a finished training run and a finished certification, to be left alone."""
@@ -46,11 +49,11 @@ def workspace(tmp_path_factory, digits_lenet):
            'nan_weights': {'net': {k: v.clone().fill_(float('nan')) if k == 'fc2.weight' else v
                                    for k, v in full['net'].items()}},
            'rng_empty': {'rng': {}}, 'optimizer_empty': {'optimizer': {}}, 'scheduler_text': {'scheduler': 'step'},
-           'history_int': {'history': 7},
+           'history_int': {'history': 7}, 'no_net': {'net': REMOVED},
            'momentum_shape': {'optimizer': {**full['optimizer'], 'state': {
                i: {'momentum_buffer': torch.zeros(3)} for i in full['optimizer']['state']}}}}
     for name, change in odd.items():
-        torch.save({**full, **change}, root / f'{name}.pth')
+        torch.save({k: v for k, v in {**full, **change}.items() if v is not REMOVED}, root / f'{name}.pth')
     # odd result folders: copies of the finished certification with one part changed
     for name in ('id_null', 'id_text', 'tsv_folder', 'tsv_bytes', 'tsv_edited', 'tsv_abstain', 'tsv_label'):
         shutil.copytree(root / 'mat', root / name)
@@ -147,6 +150,7 @@ def cases(ws, ckpt):
         (TEST + ['--resume_ckpt', ws / 'layer_cifar_on_lenet.pth'], 'puts cifar10 statistics (3 channels) in front '
                                                                     'of a lenet, which takes 1'),
         (TEST + ['--resume_ckpt', ws / 'int_keys.pth'], 'its weights are keyed by int 0'),
+        (TEST + ['--resume_ckpt', ws / 'no_net.pth'], "has this project's format but no weights"),
         (TEST + ['--resume_ckpt', ws / 'nan_weights.pth'], 'holds non-finite weights (NaN or infinity in fc2.weight)'),
         (RESUME + ['--resume_ckpt', ws / 'nan_weights.pth'], 'holds non-finite weights'),
         (TEST + ['--resume_ckpt', ws / 'ck' / 'latest.pth', '--dataset', 'mnist'],

@@ -12,7 +12,7 @@ from model import NORMALIZATION, LeNet, base_network, resnet110
 
 
 def expected_resnet110_keys():
-    """The public MACER code's ResNet-110 state_dict, written out from PAPER.md section 4."""
+    """The public MACER code's ResNet-110 state_dict, written out from docs/METHOD.md ("Hyper-parameters")."""
     def bn(prefix, c):
         return {f'{prefix}.weight': (c,), f'{prefix}.bias': (c,), f'{prefix}.running_mean': (c,),
                 f'{prefix}.running_var': (c,), f'{prefix}.num_batches_tracked': ()}
@@ -159,3 +159,50 @@ def test_main_gives_one_line_errors_for_bad_checkpoints(tmp_path):
         assert f'{name}.pth' in r.stderr
     r = run_main('--task', 'test', '--dataset', 'cifar10', '--resume_ckpt', tmp_path / 'good.pth', '--no_download')
     assert r.returncode == 2 and 'does not fit resnet110' in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_a_salman_model_behind_a_centring_layer_loads_as_it_was_trained(tmp_path):
+    """Salman et al. saved Sequential(InputCenterLayer, net): nothing in the file says so, --input_layer does."""
+    from checkpoint import load_model
+    from model import InputCenterLayer
+    torch.manual_seed(0)
+    trained = nn.Sequential(InputCenterLayer(NORMALIZATION['cifar10'][0]), resnet110()).eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, as after training
+        for m in trained.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    torch.save({'epoch': 150, 'arch': 'cifar_resnet110', 'state_dict': trained.state_dict()}, tmp_path / 's.pth.tar')
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = trained(x)
+        centred = load_model(str(tmp_path / 's.pth.tar'), 'cifar10', input_layer='center')(x)
+        normalised = load_model(str(tmp_path / 's.pth.tar'), 'cifar10')(x)  # Cohen's layer, the default
+    assert torch.equal(centred, expected)
+    assert not torch.allclose(normalised, expected, atol=1e-2)
+    assert isinstance(load_model(str(tmp_path / 's.pth.tar'), 'cifar10', 'center')[0], InputCenterLayer)
+    with pytest.raises(UsageError, match="input layer 'none'"):  # a project file keeps what it records
+        torch.save({'net': LeNet().state_dict(), 'epoch': 1}, tmp_path / 'm.pth')
+        load_model(str(tmp_path / 'm.pth'), 'digits', input_layer='center')
+
+
+def test_the_readme_python_example_runs_and_agrees_with_the_command_line(tmp_path):
+    """The README's "Python API" example, run as written, gives the certificate main.py gives."""
+    import re
+    import subprocess
+    import sys
+    from conftest import ROOT
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    section = readme.split('## Python API', 1)[1].split('\n## ', 1)[0]
+    code = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 12
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    printed = re.search(r'label (\d+), prediction (-?\d+), certified L2 radius ([\d.]+)', r.stdout)
+    assert printed, r.stdout
+    assert run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', os.path.join('checkpoints',
+                    'digits-macer-0.25.pth'), '--sigma', '0.25', '--start_img', '0', '--num_img', '1', '--N',
+                    '10000', '--certify_batch', '1000', '--mode', 'hard', '--quiet', '--matdir', tmp_path,
+                    '--name', 'one').returncode == 0
+    row = open(tmp_path / 'one.hard.tsv').read().splitlines()[1].split('\t')
+    assert (row[1], row[2], f'{float(row[3]):.3f}') == printed.groups()

@@ -310,12 +310,13 @@ def test_only_this_tools_temporaries_are_removed(tmp_path, digits_lenet):
     (ck / '.latest.pth.macer-tmp-abcd1234.tmp').write_bytes(b'left by a killed run')
     (mat / '.8.mat.macer-tmp-abcd1234.tmp').write_bytes(b'left by a killed run')
     (mat / '.9.mat.macer-tmp-abcd1234.tmp').write_bytes(b'another run\'s')
+    (mat / '.8.b.mat.macer-tmp-abcd1234.tmp').write_bytes(b'the run named 8.b, writing beside 8')
     assert run_main(*FAST, '--gauss_num', '2', '--epochs', '1', '--ckptdir', ck).returncode == 0
     assert run_main(*CERT, '--num_img', '2', '--N', '100', '--resume_ckpt', digits_lenet, '--matdir', mat
                     ).returncode == 0
     assert sorted(f for f in os.listdir(ck) if f.startswith('.')) == ['.latest.pth.abcdefgh.tmp', '.notes.tmp']
-    assert sorted(f for f in os.listdir(mat) if f.startswith('.')) == ['.9.mat.macer-tmp-abcd1234.tmp',
-                                                                        '.latest.pth.abcdefgh.tmp', '.notes.tmp']
+    assert sorted(f for f in os.listdir(mat) if f.startswith('.')) == [
+        '.8.b.mat.macer-tmp-abcd1234.tmp', '.9.mat.macer-tmp-abcd1234.tmp', '.latest.pth.abcdefgh.tmp', '.notes.tmp']
 
 
 def test_resumed_training_keeps_a_finished_certification_and_finishes_an_unfinished_one(tmp_path):
@@ -376,3 +377,16 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(small_disk, digits_l
     assert run_main(*CERT, '--num_img', '40', '--skip', '1', '--N', '100', '--resume_ckpt', digits_lenet,
                     '--matdir', small_disk / 'mat').returncode == 0
     assert len(parse_log((small_disk / 'mat' / '8.hard.tsv').read_text(), 'log')) == 40 >= done
+
+
+def test_a_matdir_holding_another_runs_results_is_refused_before_the_first_epoch(tmp_path):
+    args = FAST + ['--gauss_num', '2', '--cert_from', '2', '--start_img', '0', '--num_img', '2', '--N', '100',
+                   '--matdir', tmp_path / 'mat']
+    assert run_main(*args, '--epochs', '2', '--ckptdir', tmp_path / 'a').returncode == 0
+    t0 = time.time()
+    r = run_main(*args, '--epochs', '2', '--ckptdir', tmp_path / 'b')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1
+    assert 'holds 2.json, the results of another training run' in r.stderr and 'epoch 1/2' not in r.stdout
+    assert not (tmp_path / 'b' / 'latest.pth').exists()
+    # its own run resumes there as before
+    assert run_main(*args, '--epochs', '3', '--ckptdir', tmp_path / 'a', '--resume_ckpt', 'auto').returncode == 0
