@@ -18,8 +18,11 @@ import errno
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Dict, List, Optional
 
+import numpy as np
 from tqdm import tqdm
 
 from common import VERSION, DiskFull, SingleProcess, UsageError, atomic_write_text, disk_full_message, \
@@ -30,10 +33,18 @@ from rs.results import (ImageResult, ResultFiles, Row, RowLimits, check_identity
 from rs.stats import GRID, acr, certificate, certified_accuracy, certified_radii, modes_of
 
 
+@dataclass
+class Certified:
+    """What a certification gives back: {mode: radii} in the MACER encoding and the samples drawn per
+    image, both in index order (drawn is None for images resumed from a log without statistics)."""
+    radii: Dict[str, np.ndarray]
+    drawn: List[Optional[int]]
+
+
 def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, N0, N, alpha, batch, seed,
                     device, files=None, identity=None, record=None, labels=None, early_abstain=0, progress=True,
-                    job=None):
-    """Certify `dataset[i]` for i in `indices`; returns {mode: radii} in the MACER encoding, in index order.
+                    job=None) -> Certified:
+    """Certify `dataset[i]` for i in `indices`; returns their radii and the samples drawn (`Certified`).
 
     `files` (`rs.results.ResultFiles`, or None to keep nothing): where the results go. `identity`:
     the values that determine the results (model digest, data, every statistic's argument); a
@@ -72,7 +83,9 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
             for e in evidence:
                 prediction, r = certificate(e, sigma, alpha)
                 rows[e.mode] = Row(idx, int(label), int(prediction), float(r), int(prediction == label), seconds)
-            mine[idx] = ImageResult(rows, {e.mode: e for e in evidence}, N0 + evidence[0].n)
+            # every draw counts: the n0 of selection, the M of the early test, the n of estimation unless skipped
+            drawn = N0 + early_abstain + (0 if evidence[0].early else N)
+            mine[idx] = ImageResult(rows, {e.mode: e for e in evidence}, drawn)
             if writer is not None:
                 writer.append(mine[idx])
             first = [result.rows[modes[0]] for result in mine.values()]
@@ -92,7 +105,7 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
     if files is not None:
         job.barrier()
         job.on_main(lambda: _finish(files, identity, record, indices, results, radii, N0 + N))
-    return radii
+    return Certified(radii, [results[i].drawn for i in indices])
 
 
 class _Writer:
@@ -137,7 +150,7 @@ def _open(files, identity, record, indices, limits):
     """Start the files of a new run, or check that the earlier run there has the same identity and
     gather what it left (its logs and any ranks' part logs) into the logs. Returns the images done,
     {idx: ImageResult}."""
-    remove_stale_temporaries(files.folder, files.name + '.')
+    remove_stale_temporaries(files.folder, files.owns)
     earlier = read_record(files)
     if earlier is None:
         strays = [p for p in files.all() if os.path.lexists(p)]

@@ -8,9 +8,11 @@ the tallies reach the host once per call.
 """
 import dataclasses
 from collections import namedtuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from rs.stats import ABSTAIN, Evidence, bernstein_lower_bound, binomial_pvalue, certificate, modes_of
@@ -19,13 +21,14 @@ from rs.stats import ABSTAIN, Evidence, bernstein_lower_bound, binomial_pvalue, 
 # counts: int64 [C], how often each class was f's argmax; scores: float64 [C], the sum over samples
 # of softmax(beta * logits); squares: float64 [C], the sum of its squares (None in hard mode)
 Tally = namedtuple('Tally', 'counts scores squares')
+DeviceLike = Union[str, torch.device]
 
 
 class NonFiniteOutput(ArithmeticError):
     """The base classifier's output was NaN or infinite: there is nothing to certify."""
 
 
-def image_generator(seed, index, device, stream=0):
+def image_generator(seed: int, index: int, device: DeviceLike, stream: int = 0) -> torch.Generator:
     """The noise stream of test image `index`: a generator of its own, seeded from (seed, index).
 
     One image's certificate therefore does not depend on which images were certified before it,
@@ -49,7 +52,8 @@ class Smooth:
     # to abstain, Smooth returns this int
     ABSTAIN = ABSTAIN
 
-    def __init__(self, base_classifier, num_classes, sigma, device, mode='hard', beta=1.0):
+    def __init__(self, base_classifier: nn.Module, num_classes: int, sigma: float,
+                 device: DeviceLike, mode: str = 'hard', beta: float = 1.0):
         self.modes = modes_of(mode)
         if not sigma > 0:
             raise ValueError(f'sigma must be positive, got {sigma}')
@@ -68,8 +72,9 @@ class Smooth:
     def _soft(self):
         return self.mode in ('soft', 'both')
 
-    def certify(self, x, n0, n, alpha, batch_size, generator=None):
-        """Cohen et al. 2019, CERTIFY (hard), and its soft version (PAPER.md sections 1 and 2).
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                generator: Optional[torch.Generator] = None) -> tuple:
+        """Cohen et al. 2019, CERTIFY (hard), and its soft version (docs/METHOD.md, "Certifying an image").
 
         x: one image [C, H, W] in [0, 1]. n0 noisy copies choose cAHat (hard: the most frequent
         class; soft: the largest summed score); n fresh copies give pABar, a lower bound on pA
@@ -80,12 +85,14 @@ class Smooth:
 
         Returns (cAHat, radius) in hard or soft mode, (c_hard, r_hard, c_soft, r_soft) in both.
         """
-        result = ()
+        result: tuple = ()
         for e in self.evidence(x, n0, n, alpha, batch_size, generator):
             result += certificate(e, self.sigma, alpha)
         return result
 
-    def evidence(self, x, n0, n, alpha, batch_size, generator=None, early_abstain=0, early_generator=None):
+    def evidence(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                 generator: Optional[torch.Generator] = None, early_abstain: int = 0,
+                 early_generator: Optional[torch.Generator] = None) -> Tuple[Evidence, ...]:
         """CERTIFY's sampling, returning per mode the `rs.stats.Evidence` its certificate is computed from.
 
         `rs.stats.certificate(e, sigma, alpha)` turns each into (prediction, radius), at this alpha or
@@ -127,7 +134,8 @@ class Smooth:
             out += (Evidence('soft', c, n, sum=float(tally.scores[c]), sum_sq=float(tally.squares[c])),)
         return out
 
-    def predict(self, x, n, alpha, batch_size, generator=None):
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
+                generator: Optional[torch.Generator] = None) -> Union[int, Tuple[int, int]]:
         """Cohen et al. 2019, PREDICT: the smoothed prediction at x, or ABSTAIN.
 
         Hard: with nA, nB the two largest counts of n noisy copies, abstain when the two-sided
@@ -141,7 +149,7 @@ class Smooth:
         """
         self.base_classifier.eval()
         tally = self.tally(x, n, batch_size, generator)
-        result = ()
+        result: tuple = ()
         if self._hard:
             top2 = np.argsort(-tally.counts, kind='stable')[:2]
             nA, nB = int(tally.counts[top2[0]]), int(tally.counts[top2[1]])
@@ -152,7 +160,7 @@ class Smooth:
             result += (cA if lower > 0.5 else Smooth.ABSTAIN,)
         return result[0] if len(result) == 1 else result
 
-    def tally(self, x, num, batch_size, generator=None):
+    def tally(self, x: torch.Tensor, num: int, batch_size: int, generator: Optional[torch.Generator] = None) -> Tally:
         """Tally f(x + d) over `num` draws of d ~ N(0, sigma^2 I), `batch_size` at a time.
 
         All tallies stay on the device (no host synchronisation inside the loop); returns a
@@ -181,7 +189,7 @@ class Smooth:
                 if counts is not None:
                     # scatter_add_, unlike bincount, needs no host sync to size its output
                     counts.scatter_add_(0, logits.argmax(1), ones[:b])
-                if scores is not None:
+                if scores is not None and squares is not None:
                     p = F.softmax(self.beta * logits.float(), dim=1)
                     scores += p.sum(0, dtype=torch.float64)
                     squares += (p * p).sum(0, dtype=torch.float64)

@@ -16,12 +16,12 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from common import UsageError, atomic_write, atomic_write_text, differences, jsonable
-from rs.stats import GRID, MODES, Evidence, acr, certificate, certified_accuracy, certified_radii, radius
+from common import UsageError, atomic_write, atomic_write_text, differences, first_line, jsonable
+from rs.stats import BOUNDS, GRID, MODES, Evidence, acr, certificate, certified_accuracy, certified_radii, modes_of, radius
 
 TSV_HEADER = ('idx', 'label', 'predict', 'radius', 'correct', 'time')
 
@@ -41,7 +41,7 @@ class Row:
         return (f'{self.idx}\t{self.label}\t{self.predict}\t{float(self.radius)!r}\t{self.correct}\t'
                 f'{format_seconds(self.seconds)}\n')
 
-    def result(self):
+    def result(self) -> tuple:
         """What the row says about its image, without the time it took."""
         return self.idx, self.label, self.predict, self.radius, self.correct
 
@@ -114,7 +114,7 @@ def read_tsv(path: str) -> Dict[str, np.ndarray]:
     """Any community TSV log (Cohen, Salman, this project) as a dict of numpy arrays by column.
 
     Columns are found by their header names, so extra columns are ignored. `correct` is kept as
-    written: a wrong prediction can carry a positive radius (PAPER.md section 6). Every row is
+    written: a wrong prediction can carry a positive radius (docs/METHOD.md, "Protocol and metrics"). Every row is
     checked: a radius that is NaN, negative or infinite, or a `correct` other than 0 or 1, is refused.
     """
     text = read_text(path, 'give a certification log')
@@ -174,8 +174,7 @@ def read_mat(path: str) -> Dict[str, np.ndarray]:
         raise UsageError(f'{path} is a MATLAB v7.3 (HDF5) file; save it with -v7 (or as this tool writes it) '
                          f'to plot it') from None
     except Exception as e:  # scipy raises ValueError, TypeError, OSError, MatReadError, ... on foreign files
-        raise UsageError(f'cannot read {path} as a .mat file ({str(e).splitlines()[0] if str(e) else type(e).__name__})') \
-            from None
+        raise UsageError(f'cannot read {path} as a .mat file ({first_line(e)})') from None
     found = {}
     for m in MODES:
         if m not in content:
@@ -246,7 +245,7 @@ class ResultFiles:
         self.lock = os.path.join(folder, f'.{self.name}.lock')
         self.logs, self.stats = self.part(None)
 
-    def part(self, rank: Optional[int]):
+    def part(self, rank: Optional[int]) -> Tuple[Dict[str, str], str]:
         """(TSV logs by mode, statistics log) of one rank of a distributed run (rank None: the run's own)."""
         tag = '' if rank is None else f'.part{rank}'
         return {m: f'{self.stem}.{m}{tag}.tsv' for m in self.modes}, f'{self.stem}.stats{tag}.jsonl'
@@ -263,7 +262,14 @@ class ResultFiles:
                     os.unlink(path)
 
     def all(self) -> List[str]:
-        return [self.json, self.mat, *self.logs.values(), self.stats]
+        """Every file of the run that exists or may exist, part logs of any rank included."""
+        parts = [p for r in self.part_ranks() for logs, stats in [self.part(r)] for p in (*logs.values(), stats)]
+        return [self.json, self.mat, *self.logs.values(), self.stats, *parts]
+
+    def owns(self, base: str) -> bool:
+        """Whether `base` is the name of one of this run's files (its temporaries may be removed)."""
+        return re.fullmatch(re.escape(self.name) + r'\.(?:json|mat|(?:hard|soft)(?:\.part\d+)?\.tsv|'
+                            r'stats(?:\.part\d+)?\.jsonl)', base) is not None
 
     def names(self) -> dict:
         """The file names, for the JSON."""
@@ -327,11 +333,11 @@ def largest_radius(sigma: float, N: int, alpha: float, mode: str = 'hard') -> fl
 
 # the statistics log: one JSON object per certified image, {"idx", "label", "drawn", MODE: {...}}
 def evidence_line(idx: int, label: int, evidence: Dict[str, Evidence], drawn: int) -> str:
-    entry = {'idx': int(idx), 'label': int(label), 'drawn': int(drawn)}
+    entry: Dict[str, object] = {'idx': int(idx), 'label': int(label), 'drawn': int(drawn)}
     for mode, e in evidence.items():
-        fields = {'cAHat': e.cAHat, 'n': e.n}
+        fields: Dict[str, object] = {'cAHat': e.cAHat, 'n': e.n}
         if mode == 'hard':
-            fields.update(nA=e.nA, counts0=list(e.counts0))
+            fields.update(nA=e.nA, counts0=list(e.counts0 or ()))
         else:
             fields.update(sum=e.sum, sum_sq=e.sum_sq)
         if e.early:
@@ -367,7 +373,8 @@ def parse_evidence(text: str, path: str, modes: Sequence[str]) -> List[tuple]:
     return out
 
 
-def read_results(files: ResultFiles, indices: Sequence[int], limits: RowLimits, *, parts: bool = True):
+def read_results(files: ResultFiles, indices: Sequence[int], limits: RowLimits, *,
+                 parts: bool = True) -> Dict[int, 'ImageResult']:
     """{idx: ImageResult} of the images the logs (and the part logs) hold in full, every row checked.
 
     An image counts as certified when every mode has its row (its statistics line is written first,
@@ -377,9 +384,9 @@ def read_results(files: ResultFiles, indices: Sequence[int], limits: RowLimits, 
     certify, a row outside `limits`, or a row that its statistics line does not give.
     """
     wanted = set(indices)
-    rows = {m: {} for m in files.modes}
-    evidence = {}
-    sources = [None] + (files.part_ranks() if parts else [])
+    rows: Dict[str, Dict[int, Row]] = {m: {} for m in files.modes}
+    evidence: Dict[int, tuple] = {}
+    sources: List[Optional[int]] = [None, *(files.part_ranks() if parts else [])]
     fix = 'move it away or choose another --matdir'
     for rank in sources:
         logs, stats = files.part(rank)
@@ -423,9 +430,12 @@ def write_logs(files: ResultFiles, indices: Sequence[int], results: Dict[int, Im
     order = [i for i in indices if i in results]
     for m in files.modes:
         atomic_write_text(files.logs[m], header_line() + ''.join(results[i].rows[m].line() for i in order))
-    atomic_write_text(files.stats, ''.join(evidence_line(i, results[i].rows[files.modes[0]].label,
-                                                         results[i].evidence, results[i].drawn)
-                                           for i in order if results[i].evidence is not None))
+    lines = []
+    for i in order:
+        r = results[i]
+        if r.evidence is not None and r.drawn is not None:
+            lines.append(evidence_line(i, r.rows[files.modes[0]].label, r.evidence, r.drawn))
+    atomic_write_text(files.stats, ''.join(lines))
 
 
 def read_record(files: ResultFiles) -> Optional[dict]:
@@ -440,6 +450,13 @@ def read_record(files: ResultFiles) -> Optional[dict]:
             and record.get('status') in ('running', 'complete')):
         raise UsageError(f'{files.json} is not a result summary of this tool; move it away or choose another '
                          f'--matdir or --name')
+    if 'version' not in record:  # written before 1.0.0: the identity as it would be written now
+        identity = record['identity']
+        identity.setdefault('early_abstain', 0)  # there was no early abstention
+        args = record.get('args')
+        args = args if isinstance(args, dict) else {}
+        identity.setdefault('input_layer', 'normalize' if args.get('normalization') or args.get('normalize')
+                            else 'none')
     return record
 
 
@@ -453,3 +470,64 @@ def check_identity(earlier: dict, identity: dict, what: str) -> None:
 
 def write_record(files: ResultFiles, content: dict) -> None:
     atomic_write_text(files.json, json.dumps(jsonable(content), indent=1) + '\n')
+
+
+# --- certificates recomputed from the statistics ---------------------------------------------------
+
+def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[str] = None,
+              mode: str = 'hard') -> dict:
+    """A run's certificates recomputed from its statistics log at another `alpha` or with another `bound`.
+
+    `record_path`: the run's NAME.json (its identity gives sigma, alpha, N0, N and the modes; the
+    statistics are NAME.stats.jsonl beside it, the labels and times its TSV log). No sampling: the
+    certificates are exactly those a fresh run with this alpha and the same seed gives (selection does
+    not depend on alpha; docs/METHOD.md, "Sufficient statistics"). Images the early test abstained on
+    stay abstentions: their M draws are a test, not an estimate. Returns {'rows': [Row], 'radii':
+    MACER encoding, 'summary', 'recomputed': what was done and from what}.
+    """
+    folder, base = os.path.split(record_path)
+    if not base.endswith('.json'):
+        raise UsageError(f'{record_path}: give the NAME.json of a certification run of this tool')
+    files_name = base[:-len('.json')]
+    record = read_record(ResultFiles(folder or '.', files_name, ()))
+    if record is None:
+        raise UsageError(f'{record_path} does not exist')
+    identity = record['identity']
+    modes = modes_of(identity.get('mode', 'hard'))
+    if mode not in modes:
+        raise UsageError(f'{record_path} holds {" and ".join(modes)} certificates, not {mode}')
+    files = ResultFiles(folder or '.', files_name, modes)
+    if record.get('status') != 'complete':
+        raise UsageError(f'{record_path} is a run that has not finished; finish it (rerun its command) first')
+    if not os.path.exists(files.stats):
+        raise UsageError(f'{files.stats} does not exist: the run was made by a version of this tool that kept no '
+                         f'statistics, so it cannot be recomputed without sampling again')
+    sigma, run_alpha = float(identity['sigma']), float(identity['alpha'])
+    alpha = run_alpha if alpha is None else alpha
+    if not 0 < alpha < 1:
+        raise UsageError(f'alpha must be strictly between 0 and 1, got {alpha}')
+    bound = bound or BOUNDS[mode][0]
+    if bound not in BOUNDS[mode]:
+        raise UsageError(f'{mode} statistics allow the bounds {", ".join(BOUNDS[mode])}, not {bound}: the soft scores '
+                         f'are not 0/1 outcomes, which Clopper-Pearson needs')
+    entries = parse_evidence(read_text(files.stats, 'give a complete run'), files.stats, modes)
+    times = {r.idx: r.seconds for r in parse_log(read_text(files.logs[mode], 'give a complete run'), files.logs[mode])}
+    indices = range(int(identity['start_img']), int(identity['start_img']) + int(identity['num_img']) *
+                    int(identity['skip']), int(identity['skip']))
+    by_idx = {idx: (label, e) for idx, label, e, _ in entries}
+    missing = [i for i in indices if i not in by_idx]
+    if missing:
+        raise UsageError(f'{files.stats} lacks the statistics of {len(missing)} images (e.g. image {missing[0]}); '
+                         f'it belongs to another run or was cut')
+    rows = []
+    for i in indices:
+        label, e = by_idx[i]
+        prediction, r = certificate(e[mode], sigma, alpha, bound)
+        rows.append(Row(i, label, prediction, r, int(prediction == label), times.get(i, 0.0)))
+    radii = certified_radii([r.radius for r in rows], [r.correct for r in rows])
+    early = sum(by_idx[i][1][mode].early for i in indices)
+    return {'rows': rows, 'radii': radii, 'summary': summary(radii),
+            'recomputed': {'from': os.path.abspath(record_path), 'statistics': os.path.abspath(files.stats),
+                           'mode': mode, 'alpha': alpha, 'bound': bound, 'run_alpha': run_alpha,
+                           'run_bound': BOUNDS[mode][0], 'sigma': sigma, 'N': int(identity['N']),
+                           'early_abstentions_kept': early}}

@@ -1,13 +1,14 @@
 """The statistics of randomized smoothing as pure functions: no sampling, no torch.
 
 Sampling lives in `rs.core`; these functions turn counts and sums into bounds, radii, certified
-accuracy and ACR (PAPER.md sections 1, 2 and 6).
+accuracy and ACR (docs/METHOD.md: "Certifying an image", "Protocol and metrics").
 """
 import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest, norm
 
@@ -17,7 +18,7 @@ MODES = ('hard', 'soft')
 MODE_CHOICES = MODES + ('both',)
 
 
-def modes_of(mode):
+def modes_of(mode: str) -> Tuple[str, ...]:
     """The modes a `--mode` value certifies, hard first."""
     if mode not in MODE_CHOICES:
         raise ValueError(f'mode must be one of {", ".join(MODE_CHOICES)}, got {mode!r}')
@@ -28,7 +29,7 @@ def modes_of(mode):
 GRID = tuple(0.25 * i for i in range(10))
 
 
-def lower_confidence_bound(nA, n, alpha):
+def lower_confidence_bound(nA: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower bound on pA from nA successes in n draws.
 
     Cohen et al. 2019, CERTIFY step 3: equals statsmodels'
@@ -40,7 +41,7 @@ def lower_confidence_bound(nA, n, alpha):
     return float(beta_dist.ppf(alpha, nA, n - nA + 1))
 
 
-def upper_confidence_bound(nA, n, alpha):
+def upper_confidence_bound(nA: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson upper bound on pA from nA successes in n draws: the
     1 - alpha quantile of Beta(nA + 1, n - nA), and 1 when nA = n (the mirror of the lower bound)."""
     if nA >= n:
@@ -48,10 +49,10 @@ def upper_confidence_bound(nA, n, alpha):
     return float(beta_dist.ppf(1.0 - alpha, nA + 1, n - nA))
 
 
-def bernstein_lower_bound(sum_z, sum_z2, n, alpha):
+def bernstein_lower_bound(sum_z: float, sum_z2: float, n: int, alpha: float) -> float:
     """Empirical Bernstein lower bound on E[z_A] from n samples of z_A in [0, 1].
 
-    MACER appendix A (the public code's soft mode), PAPER.md section 2:
+    MACER appendix A (the public code's soft mode), docs/METHOD.md, "Soft certificates":
     `mean - sqrt(2 * S2 * ln(2/alpha) / n) - 7 * ln(2/alpha) / (3 * (n - 1))`, with S2 the sample
     variance `(sum z^2 - (sum z)^2 / n) / (n - 1)` clipped at 0. With n < 2 there is no bound: -inf.
     """
@@ -63,7 +64,7 @@ def bernstein_lower_bound(sum_z, sum_z2, n, alpha):
     return mean - math.sqrt(2.0 * s2 * t / n) - 7.0 * t / (3.0 * (n - 1))
 
 
-def bernstein_upper_bound(sum_z, sum_z2, n, alpha):
+def bernstein_upper_bound(sum_z: float, sum_z2: float, n: int, alpha: float) -> float:
     """The empirical Bernstein upper bound on E[z] from n samples in [0, 1]: the mirror of
     `bernstein_lower_bound` (mean + the same two terms); +inf with n < 2."""
     if n < 2:
@@ -71,18 +72,18 @@ def bernstein_upper_bound(sum_z, sum_z2, n, alpha):
     return 2.0 * sum_z / n - bernstein_lower_bound(sum_z, sum_z2, n, alpha)
 
 
-def radius(sigma, p_lower):
+def radius(sigma: float, p_lower: float) -> float:
     """Certified L2 radius `sigma * Phi^-1(pA_lower)` (Cohen et al. 2019, Theorem 1 with pB = 1 - pA)."""
     return float(sigma * norm.ppf(p_lower))
 
 
-def binomial_pvalue(nA, nB):
+def binomial_pvalue(nA: int, nB: int) -> float:
     """Two-sided p-value of nA successes in nA + nB draws at p = 1/2 (Cohen et al. 2019, PREDICT)."""
     return float(binomtest(int(nA), int(nA + nB), 0.5).pvalue)
 
 
-def certified_radii(radius, correct):
-    """The MACER result encoding (PAPER.md section 6): the radius where correct, -1 elsewhere.
+def certified_radii(radius: ArrayLike, correct: ArrayLike) -> np.ndarray:
+    """The MACER result encoding (docs/METHOD.md, "Protocol and metrics"): the radius where correct, -1 elsewhere.
 
     `radius` and `correct` are arrays over images; a wrong or abstained image becomes -1 whatever
     radius it carried (a wrong prediction can carry a positive one in the community's logs).
@@ -92,11 +93,11 @@ def certified_radii(radius, correct):
     return np.where(correct, radius, -1.0)
 
 
-def certified_accuracy(radii, grid=GRID):
+def certified_accuracy(radii: ArrayLike, grid: ArrayLike = GRID) -> np.ndarray:
     """Fraction of images certified correct with radius >= r, for each r in `grid`.
 
     `radii` in the MACER encoding (-1 for wrong or abstained), so every wrong image counts as
-    below every r >= 0. PAPER.md section 6.
+    below every r >= 0. docs/METHOD.md, "Protocol and metrics".
     """
     radii = np.asarray(radii, dtype=np.float64).reshape(-1)
     grid = np.asarray(grid, dtype=np.float64)
@@ -105,8 +106,8 @@ def certified_accuracy(radii, grid=GRID):
     return (radii[None, :] >= grid[:, None]).mean(axis=1)
 
 
-def acr(radii):
-    """Average certified radius: sum of the radii of correct images over all images (PAPER.md section 6)."""
+def acr(radii: ArrayLike) -> float:
+    """Average certified radius: sum of the radii of correct images over all images (docs/METHOD.md, "Protocol and metrics")."""
     radii = np.asarray(radii, dtype=np.float64).reshape(-1)
     if radii.size == 0:
         return float('nan')
@@ -137,7 +138,7 @@ class Evidence:
     counts0: Optional[Tuple[int, ...]] = None
     early: bool = False
 
-    def lower_bound(self, alpha, bound=None):
+    def lower_bound(self, alpha: float, bound: Optional[str] = None) -> float:
         """pABar: the one-sided (1 - alpha) lower confidence bound on the selected class's probability.
 
         bound: 'clopper-pearson' (hard's default, Cohen et al.'s CERTIFY) or 'bernstein' (soft's, MACER
@@ -148,21 +149,31 @@ class Evidence:
             raise ValueError(f'{self.mode} statistics allow the bounds {", ".join(BOUNDS[self.mode])}, not {bound}')
         if self.mode == 'hard':
             if bound == 'clopper-pearson':
-                return lower_confidence_bound(self.nA, self.n, alpha)
-            return bernstein_lower_bound(self.nA, self.nA, self.n, alpha)
-        return bernstein_lower_bound(self.sum, self.sum_sq, self.n, alpha)
+                return lower_confidence_bound(self._count(), self.n, alpha)
+            return bernstein_lower_bound(self._count(), self._count(), self.n, alpha)
+        return bernstein_lower_bound(*self._sums(), self.n, alpha)
 
-    def upper_bound(self, alpha):
+    def upper_bound(self, alpha: float) -> float:
         """The mirror upper bound of the default bound: the early test abstains when it is below 1/2."""
         if self.mode == 'hard':
-            return upper_confidence_bound(self.nA, self.n, alpha)
-        return bernstein_upper_bound(self.sum, self.sum_sq, self.n, alpha)
+            return upper_confidence_bound(self._count(), self.n, alpha)
+        return bernstein_upper_bound(*self._sums(), self.n, alpha)
+
+    def _count(self) -> int:
+        if self.nA is None:
+            raise ValueError('hard evidence without its count nA')
+        return self.nA
+
+    def _sums(self) -> Tuple[float, float]:
+        if self.sum is None or self.sum_sq is None:
+            raise ValueError('soft evidence without its sums')
+        return self.sum, self.sum_sq
 
 
 ABSTAIN = -1
 
 
-def certificate(evidence, sigma, alpha, bound=None):
+def certificate(evidence: Evidence, sigma: float, alpha: float, bound: Optional[str] = None) -> Tuple[int, float]:
     """(prediction, radius) from the statistics: Cohen et al. 2019, CERTIFY, step 4 (and its soft form).
 
     If pABar < 1/2, abstain (-1, radius 0); else cAHat with radius sigma * Phi^-1(pABar). An early

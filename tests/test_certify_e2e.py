@@ -116,6 +116,29 @@ def test_a_killed_run_resumes_to_the_same_files(digits_lenet, tmp_path):
     _same_results(full, killed)
 
 
+def test_a_run_of_the_version_before_1_0_resumes(digits_lenet, tmp_path):
+    """Results written before version 1.0.0 (no version, no statistics, an identity without input_layer and
+    early_abstain) are resumed, not refused."""
+    full, old = tmp_path / 'full', tmp_path / 'old'
+    assert certify(digits_lenet, full) == 0
+    shutil.copytree(full, old)
+    record = json.loads((old / '8.json').read_text())
+    for key in ('input_layer', 'early_abstain'):
+        del record['identity'][key]
+    record = {k: v for k, v in record.items() if k not in ('version', 'summary', 'samples', 'checkpoint')}
+    record['args']['normalization'] = None
+    (old / '8.json').write_text(json.dumps({**record, 'status': 'running'}))
+    (old / '8.stats.jsonl').unlink()
+    (old / '8.mat').unlink()
+    for mode in ('hard', 'soft'):  # as if stopped after 10 images
+        path = old / f'8.{mode}.tsv'
+        path.write_text(''.join(path.read_text().splitlines(keepends=True)[:11]))
+    assert certify(digits_lenet, old) == 0
+    for mode in ('hard', 'soft'):
+        assert _rows_without_time(full / f'8.{mode}.tsv') == _rows_without_time(old / f'8.{mode}.tsv')
+    assert json.loads((old / '8.json').read_text())['status'] == 'complete'
+
+
 def test_other_arguments_are_refused_and_nothing_is_touched(digits_lenet, tmp_path):
     assert certify(digits_lenet, tmp_path) == 0
     before = snapshot(tmp_path)
@@ -131,3 +154,87 @@ def test_bad_test_image_ranges(digits_lenet, tmp_path):
     r = run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', digits_lenet, '--start_img', 900,
                  '--num_img', 60, '--skip', 2)
     assert r.returncode == 2 and 'use --num_img 50 or less' in r.stderr and r.stderr.count('\n') == 1
+
+
+# --- sufficient statistics and early abstention (docs/METHOD.md, "Sufficient statistics", "Early abstention")
+
+def _rows(path):
+    return [r.result() for r in parse_log(open(path).read(), str(path))]
+
+
+def test_recomputation_from_the_statistics_equals_the_run_and_a_fresh_run_at_another_alpha(digits_lenet, tmp_path):
+    from rs.results import recompute
+    assert certify(digits_lenet, tmp_path / 'a001') == 0
+    assert certify(digits_lenet, tmp_path / 'a05', '--alpha', '0.05') == 0
+    for mode in ('hard', 'soft'):
+        own = recompute(str(tmp_path / 'a001' / '8.json'), mode=mode)
+        assert np.array_equal(own['radii'], sio.loadmat(tmp_path / 'a001' / '8.mat')[mode][0])
+        assert [r.result() for r in own['rows']] == _rows(tmp_path / 'a001' / f'8.{mode}.tsv')
+        other = recompute(str(tmp_path / 'a001' / '8.json'), alpha=0.05, mode=mode)
+        assert np.array_equal(other['radii'], sio.loadmat(tmp_path / 'a05' / '8.mat')[mode][0])
+        assert [r.result() for r in other['rows']] == _rows(tmp_path / 'a05' / f'8.{mode}.tsv')
+        assert other['recomputed']['alpha'] == 0.05 and other['recomputed']['run_alpha'] == 0.001
+    # the looser alpha certifies more: the comparison is not vacuous
+    assert acr(sio.loadmat(tmp_path / 'a05' / '8.mat')['hard'][0]) > acr(sio.loadmat(tmp_path / 'a001' / '8.mat')['hard'][0])
+
+
+def test_hard_statistics_read_with_the_bernstein_bound(digits_lenet, tmp_path):
+    import json as json_
+    from rs.results import recompute
+    from rs.stats import bernstein_lower_bound, radius
+    assert certify(digits_lenet, tmp_path, '--mode', 'hard') == 0
+    result = recompute(str(tmp_path / '8.json'), bound='bernstein')
+    entries = [json_.loads(line) for line in (tmp_path / '8.stats.jsonl').read_text().splitlines()]
+    for row, entry in zip(result['rows'], entries):
+        h = entry['hard']
+        lower = bernstein_lower_bound(h['nA'], h['nA'], h['n'], 0.001)
+        assert (row.predict, row.radius) == ((h['cAHat'], radius(1.0, lower)) if lower >= 0.5 else (-1, 0.0))
+    # Bernstein is the looser bound for 0/1 outcomes: no radius grows
+    assert (result['radii'] <= sio.loadmat(tmp_path / '8.mat')['hard'][0] + 1e-12).all()
+    with pytest.raises(Exception, match='soft certificates|not soft'):
+        recompute(str(tmp_path / '8.json'), mode='soft')
+
+
+def test_the_recompute_command_writes_a_result_that_says_how_it_was_made(digits_lenet, tmp_path):
+    assert certify(digits_lenet, tmp_path) == 0
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'visualize', 'recompute.py'), str(tmp_path / '8.json'),
+                        '--alpha', '0.05', '--mode', 'soft', '--out', str(tmp_path / 'r')], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'alpha 0.05 (the run: 0.001), bound bernstein (the run: bernstein); no sampling' in r.stdout
+    made = json.loads((tmp_path / 'r.json').read_text())
+    assert made['recomputed']['from'] == str(tmp_path / '8.json') and made['recomputed']['mode'] == 'soft'
+    assert sio.loadmat(tmp_path / 'r.mat')['soft'].shape == (1, 24)
+    assert len(read_tsv(tmp_path / 'r.tsv')['radius']) == 24
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'visualize', 'recompute.py'), str(tmp_path / '8.json'),
+                        '--mode', 'soft', '--bound', 'clopper-pearson', '--out', str(tmp_path / 'x')],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'not 0/1 outcomes' in r.stderr
+
+
+def test_early_abstention_changes_no_returned_certificate_and_saves_samples(tmp_path, capsys):
+    # a sigma 0.25 model certified at sigma 2: many images whose top class is well below 1/2
+    shipped = os.path.join(ROOT, 'checkpoints', 'digits-gaussian-0.25.pth')
+    weak = ['--sigma', '2.0', '--N', '2000', '--num_img', '40', '--skip', '3', '--name', 'w', '--mode', 'hard']
+    assert certify(shipped, tmp_path / 'standard', *weak) == 0
+    capsys.readouterr()
+    assert certify(shipped, tmp_path / 'early', *weak, '--early_abstain', '100') == 0
+    printed = capsys.readouterr().out
+    standard, early = _rows(tmp_path / 'standard' / 'w.hard.tsv'), _rows(tmp_path / 'early' / 'w.hard.tsv')
+    differ = [(s, e) for s, e in zip(standard, early) if s != e]
+    # an image differs only by an early abstention: never a new or a changed certificate
+    assert all(e[2] == -1 and e[3] == 0.0 for _, e in differ)
+    assert len(differ) <= 1
+    record = json.loads((tmp_path / 'early' / 'w.json').read_text())
+    per_image = record['samples']['per_image']
+    early_ones = [d for d in per_image if d == 50 + 100]
+    assert len(per_image) == 40 and len(early_ones) >= 5  # N0 = 50 and M = 100 drawn, the 2000 saved
+    assert record['samples']['total'] == sum(per_image) < 40 * 2050
+    assert record['samples']['saved'] == pytest.approx(1 - sum(per_image) / (40 * 2050))
+    assert f'{len(early_ones)} of 40 images abstained early' in printed and '% saved' in printed
+    assert record['identity']['early_abstain'] == 100
+    # the statistics say which images stopped early, and a recomputation keeps them abstained
+    from rs.results import recompute
+    result = recompute(str(tmp_path / 'early' / 'w.json'), alpha=0.2)
+    assert result['recomputed']['early_abstentions_kept'] == len(early_ones)
+    assert all(row.predict == -1 for row, d in zip(result['rows'], per_image) if d == 150)

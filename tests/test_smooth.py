@@ -34,38 +34,32 @@ def linear_case(distance, seed=0):
     return Linear2(w, b), x
 
 
-@pytest.mark.parametrize('seed', [0, 1, 2])
-def test_hard_radius_below_and_converging_to_the_distance(seed):
-    sigma, distance = 0.5, 0.5  # pA = Phi(1) = 0.84
-    model, x = linear_case(distance, seed)
-    smooth = Smooth(model, 2, sigma, 'cpu', mode='hard')
-    gaps = []
-    for n in (1000, 10000, 100000, 1000000):
-        c, r = smooth.certify(x, 100, n, 0.001, 100000, generator=torch.Generator().manual_seed(seed))
-        assert c == 1
-        assert r <= distance
-        gaps.append(distance - r)
-    assert gaps == sorted(gaps, reverse=True)
-    assert gaps[-1] < 0.015 * distance
-
-
-def test_soft_radius_below_and_converging_to_the_exact_soft_radius():
-    sigma, distance, beta = 0.5, 0.5, 2.0
-    model, x = linear_case(distance)
+def exact_soft_radius(model, distance, sigma, beta):
+    """sigma * Phi^-1(Z_1), Z_1 = E[sigmoid(beta * (m + s t))], t ~ N(0, 1), by Gauss-Hermite quadrature."""
     m, s = distance * model.w.norm().item(), sigma * model.w.norm().item()
-    # Z_1 = E[sigmoid(beta * (m + s t))], t ~ N(0, 1), by Gauss-Hermite quadrature (probabilists')
     t, wts = np.polynomial.hermite_e.hermegauss(200)
     z1 = float((wts / wts.sum() / (1 + np.exp(-beta * (m + s * t)))).sum())
-    exact = sigma * norm.ppf(z1)
-    smooth = Smooth(model, 2, sigma, 'cpu', mode='soft', beta=beta)
+    return sigma * norm.ppf(z1)
+
+
+@pytest.mark.parametrize('mode,seed,sizes,tolerance', [
+    ('hard', 0, (1000, 10000, 100000, 1000000), 0.015),  # the exact radius is the distance: pA = Phi(1) = 0.84
+    ('hard', 1, (1000, 10000, 100000, 1000000), 0.015),
+    ('hard', 2, (1000, 10000, 100000, 1000000), 0.015),
+    ('soft', 0, (1000, 100000, 1000000), 0.03)])
+def test_radius_below_and_converging_to_the_exact_radius(mode, seed, sizes, tolerance):
+    sigma, distance, beta = 0.5, 0.5, 2.0
+    model, x = linear_case(distance, seed)
+    exact = distance if mode == 'hard' else exact_soft_radius(model, distance, sigma, beta)
+    smooth = Smooth(model, 2, sigma, 'cpu', mode=mode, beta=beta)
     gaps = []
-    for n in (1000, 100000, 1000000):
-        c, r = smooth.certify(x, 100, n, 0.001, 100000, generator=torch.Generator().manual_seed(3))
+    for n in sizes:
+        c, r = smooth.certify(x, 100, n, 0.001, 100000, generator=torch.Generator().manual_seed(seed + 3 * (mode == 'soft')))
         assert c == 1
         assert r <= exact
         gaps.append(exact - r)
     assert gaps == sorted(gaps, reverse=True)
-    assert gaps[-1] < 0.03 * exact
+    assert gaps[-1] < tolerance * exact
 
 
 def test_on_the_boundary_certify_abstains_and_predict_mostly_abstains():
@@ -144,3 +138,25 @@ def test_bad_arguments():
         Smooth(nn.Identity(), 2, 0.0, 'cpu')
     with pytest.raises(ValueError):
         Smooth(nn.Identity(), 2, 0.25, 'cpu', mode='median')
+
+
+def test_evidence_gives_the_certificate_at_any_alpha_and_early_abstention_stops_only_clear_losers():
+    from rs.stats import certificate, upper_confidence_bound
+    n0, n, M = 20, 200, 50
+    x = torch.zeros(1, 2, 2)
+    # selection: class 2 wins; estimation: class 2 in 150 of 200 draws
+    script = [2] * 15 + [1] * 5 + [2] * 150 + [0] * 50
+    (e,) = Smooth(Scripted(script, 4), 4, 0.5, 'cpu').evidence(x, n0, n, 0.001, 64)
+    assert (e.cAHat, e.nA, e.n, e.counts0, e.early) == (2, 150, 200, (0, 5, 15, 0), False)
+    for alpha in (0.001, 0.01, 0.2):
+        assert certificate(e, 0.5, alpha) == (2, pytest.approx(0.5 * norm.ppf(lower_confidence_bound(150, 200, alpha))))
+    # early test: 10 of 50 early draws for class 2 bound its probability below 1/2, so no estimation draws
+    early = Scripted([2] * 15 + [1] * 5 + [2] * 10 + [3] * 40 + [2] * 200, 4)
+    (e,) = Smooth(early, 4, 0.5, 'cpu').evidence(x, n0, n, 0.001, 64, early_abstain=M)
+    assert upper_confidence_bound(10, M, 0.001) < 0.5
+    assert (e.early, e.n, e.nA) == (True, M, 10) and certificate(e, 0.5, 0.2) == (-1, 0.0)
+    assert early.pos == n0 + M  # the n estimation draws were never made
+    # 25 of 50 cannot rule out pA >= 1/2: the standard estimation follows and decides alone
+    late = Scripted([2] * 15 + [1] * 5 + [2] * 25 + [3] * 25 + [2] * 150 + [0] * 50, 4)
+    (e,) = Smooth(late, 4, 0.5, 'cpu').evidence(x, n0, n, 0.001, 64, early_abstain=M)
+    assert (e.early, e.n, e.nA) == (False, 200, 150) and late.pos == n0 + M + n
