@@ -222,3 +222,36 @@ def test_plotcurves_m_under_octave(tmp_path):
     red = (pixels[..., 0] > 0.8) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
     blue = (pixels[..., 2] > 0.8) & (pixels[..., 0] < 0.3) & (pixels[..., 1] < 0.3)
     assert red.sum() > 100 and blue.sum() > 100  # both curves were drawn
+
+
+def test_training_curves_of_several_runs_with_their_certified_acr(tmp_path, capsys):
+    import trainingcurves
+    runs = {}
+    for name, growth in (('a', 1.0), ('b', 3.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        records = [{'epoch': e, 'lr': 0.01, 'classification': 1.0 / e, 'robustness': 0.1 * e,
+                    'train_acc_noise': 0.5 + 0.1 * e, 'weight_norm': 10 + growth * e, 'grad_norm': 1.0,
+                    'lambda': 4.0, 'hinge_kept': 0.3, 'seconds': 1.0} for e in range(1, 5)]
+        (folder / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+        runs[name] = folder
+    mat = tmp_path / 'mat'
+    mat.mkdir()
+    for epoch, value in ((2, 0.4), (4, 0.5)):
+        (mat / f'{epoch}.json').write_text(json.dumps({'status': 'complete', 'summary': {'hard': {'acr': value}}}))
+    (mat / '9.json').write_text(json.dumps({'status': 'running'}))  # unfinished: left out
+    logs, acrs = [trainingcurves.read_log(str(runs[n] / 'log.jsonl')) for n in 'ab'], [trainingcurves.certified_acr(str(mat)), {}]
+    assert acrs[0] == {2: 0.4, 4: 0.5}
+    fig = trainingcurves.figure(['A', 'B'], logs, acrs)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert {'classification loss', 'weight norm ||w||', 'share kept by the hinge', 'certified ACR (hard)'} <= set(titles)
+    panel = next(ax for ax in fig.axes if ax.get_title() == 'weight norm ||w||')
+    assert [list(line.get_ydata()) for line in panel.lines] == [[11.0, 12.0, 13.0, 14.0], [13.0, 16.0, 19.0, 22.0]]
+    assert trainingcurves.main([str(runs['a'] / 'log.jsonl'), str(runs['b'] / 'log.jsonl'), '--labels', 'A', 'B',
+                                '--matdirs', str(mat), '-', '--out', str(tmp_path / 'curves')]) == 0
+    assert (tmp_path / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    capsys.readouterr()
+    (tmp_path / 'bad.jsonl').write_text('{"epoch": 1}\nnot json\n')
+    assert trainingcurves.main([str(tmp_path / 'bad.jsonl'), '--out', str(tmp_path / 'x')]) == 2
+    err = capsys.readouterr().err
+    assert 'bad.jsonl, line 2, is not a record of a training log' in err and err.count('\n') == 1
