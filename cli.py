@@ -132,7 +132,8 @@ def build_parser():
     g.add_argument('--early_abstain', default=0, type=nonneg_int,
                    help='M > 0: after selection, abstain on an image when M further samples bound its top class\'s '
                         'probability below 1/2 (saves the N samples; every certificate issued is the standard one; '
-                        'docs/METHOD.md). 0 (the default) is the standard protocol')
+                        'docs/METHOD.md). Hard mode decides with a few hundred; soft and both need about 1000. '
+                        '0 (the default) is the standard protocol')
     g.add_argument('--name', default=None, type=file_name,
                    help='--task test: name of the result files in --matdir (default: the checkpoint\'s epoch, as '
                         'the original); certifications during training are named by their epoch')

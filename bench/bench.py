@@ -1,6 +1,7 @@
 """Throughput of training and certification, beside the model's plain forward pass and the public code's way.
 
-    python bench/bench.py                                    # LeNet 28x28 and ResNet-110 32x32
+    python bench/bench.py                      # a quick table: LeNet, a few minutes on two CPU cores
+    python bench/bench.py --full               # the README's table: LeNet and ResNet-110, every setting
     python bench/bench.py --models lenet --settings fp32 bf16 --json bench.json
 
 Every figure is the median over --repeats timed runs after --warmup untimed ones. Each row runs
@@ -33,11 +34,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import original  # noqa: E402
-from argtypes import nonneg_int, positive_int  # noqa: E402
+from argtypes import HelpFormatter, Parser, nonneg_int, positive_int  # noqa: E402
 from common import UsageError  # noqa: E402
 from model import ARCH_INPUT, build_model  # noqa: E402
 from rs.core import Smooth  # noqa: E402
-from runtime import Runner, pick_device  # noqa: E402
+from runtime import Runner, pick_device, speed_settings  # noqa: E402
 from train import StepArgs, optimizer_step, training_step  # noqa: E402
 
 NUM_CLASSES = {'lenet': 10, 'resnet110': 10, 'resnet50': 1000}
@@ -149,60 +150,87 @@ def run_row(name, what, setting, argv):
     return result['value'], result['unit'], result.get('vs_forward')
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--models', nargs='+', default=['lenet', 'resnet110'], choices=sorted(ARCH_INPUT))
-    p.add_argument('--what', nargs='+', default=list(WHAT), choices=WHAT)
-    p.add_argument('--settings', nargs='+', default=['original', 'fp32', 'cl', 'bf16', 'bf16+cl'],
-                   help='original, or fp32 / bf16 / fp16 with cl and compile joined by +')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+# the quick default (a few minutes on two CPU cores) and the full table of the README (--full)
+QUICK = dict(models=['lenet'], what=['forward', 'certify', 'train-macer'], settings=['original', 'cl'], repeats=3,
+             warmup=1)
+FULL = dict(models=['lenet', 'resnet110'], what=list(WHAT), settings=['original', 'fp32', 'cl', 'bf16', 'bf16+cl'],
+            repeats=5, warmup=3)
+
+
+def build_parser():
+    p = Parser(description=__doc__.split('\n')[0] + ' By default a quick table (LeNet; forward, certification '
+                           'and MACER training; the public code\'s way and the default setting; a few minutes on two '
+                           'CPU cores); --full gives the README\'s table.', formatter_class=HelpFormatter)
+    p.add_argument('--full', action='store_true',
+                   help=f'the full table: models {" ".join(FULL["models"])}, every measurement, settings '
+                        f'{" ".join(FULL["settings"])}, {FULL["repeats"]} repeats after {FULL["warmup"]} warm-up runs')
+    p.add_argument('--models', nargs='+', default=None, choices=sorted(ARCH_INPUT),
+                   help=f'architectures to time (default: {" ".join(QUICK["models"])}; --full: '
+                        f'{" ".join(FULL["models"])})')
+    p.add_argument('--what', nargs='+', default=None, choices=WHAT,
+                   help=f'measurements (default: {" ".join(QUICK["what"])}; --full: all)')
+    p.add_argument('--settings', nargs='+', default=None,
+                   help='original (the public code\'s way), or fp32 / bf16 / fp16 with cl (channels_last) and compile '
+                        f'joined by + (default: {" ".join(QUICK["settings"])}; --full: {" ".join(FULL["settings"])})')
+    p.add_argument('--device', default='auto', help='auto (CUDA when present, else CPU), cpu, cuda or cuda:N')
     p.add_argument('--certify_batch', type=positive_int, default=1000, help='noisy samples per forward pass')
-    p.add_argument('--certify_samples', type=positive_int, default=None, help='samples per timed run (default: 4 batches)')
+    p.add_argument('--certify_samples', type=positive_int, default=None,
+                   help='samples per timed certification run (default: 4 batches)')
     p.add_argument('--batch_size', type=positive_int, default=64, help='training images per step')
-    p.add_argument('--gauss_num', type=positive_int, default=16, help='MACER k')
-    p.add_argument('--num_noise_vec', type=positive_int, default=2, help='SmoothAdv m')
-    p.add_argument('--num_steps', type=positive_int, default=10, help='SmoothAdv PGD steps')
-    p.add_argument('--repeats', type=positive_int, default=5, help='timed runs per row (the median is kept)')
-    p.add_argument('--warmup', type=nonneg_int, default=3, help='untimed runs before them')
-    p.add_argument('--json', default=None, help='also write the results here')
+    p.add_argument('--gauss_num', type=positive_int, default=16, help='MACER k, noisy copies per image')
+    p.add_argument('--num_noise_vec', type=positive_int, default=2, help='SmoothAdv m, noise draws per image')
+    p.add_argument('--num_steps', type=positive_int, default=10, help='SmoothAdv PGD steps T')
+    p.add_argument('--repeats', type=positive_int, default=None,
+                   help=f'timed runs per row, the median is kept (default: {QUICK["repeats"]}; --full: '
+                        f'{FULL["repeats"]})')
+    p.add_argument('--warmup', type=nonneg_int, default=None,
+                   help=f'untimed runs before them (default: {QUICK["warmup"]}; --full: {FULL["warmup"]})')
+    p.add_argument('--json', default=None, help='also write the results to this file')
     p.add_argument('--row', nargs=3, default=None, metavar=('MODEL', 'WHAT', 'SETTING'), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    for key, value in (FULL if args.full else QUICK).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     try:
         device = pick_device(args.device)
     except UsageError as e:
         raise SystemExit(f'bench.py: error: {e}') from None
+    speed_settings(device)
     if args.row is not None:  # one measurement, in this (fresh) process
-        if device.type == 'cuda':
-            torch.backends.cudnn.benchmark = True
         value, unit, *ratio = measure(*args.row, args, device)
         print(json.dumps({'value': value, 'unit': unit, 'vs_forward': ratio[0] if ratio else None}))
         return
-    if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
     info = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
             else (platform.processor() or platform.machine()), 'threads': torch.get_num_threads(),
             'torch': torch.__version__, 'repeats': args.repeats, 'warmup': args.warmup,
             'certify_batch': args.certify_batch, 'batch_size': args.batch_size, 'gauss_num': args.gauss_num,
             'num_noise_vec': args.num_noise_vec, 'num_steps': args.num_steps}
+    todo = [(n, w, s) for n in args.models for w in args.what for s in args.settings]
     print(' '.join(f'{k}={v}' for k, v in info.items()), flush=True)
+    print(f'{len(todo)} rows, each in a fresh process: {args.warmup} warm-up and {args.repeats} timed runs per row'
+          f'{"" if args.full else " (--full for the whole table)"}', flush=True)
     print(f'{"model":10s} {"measurement":16s} {"setting":16s} {"value":>12s} {"unit":16s} {"vs original":>11s} '
           f'{"vs forward":>10s}', flush=True)
     rows = []
-    for name in args.models:
-        for what in args.what:
-            for setting in args.settings:
-                value, unit, ratio = run_row(name, what, setting, argv if argv is not None else sys.argv[1:])
-                rows.append({'model': name, 'what': what, 'setting': setting, 'value': value, 'unit': unit,
-                             'vs_forward': ratio})
-                if value is None:
-                    continue
-                base = next((r['value'] for r in rows if r['model'] == name and r['what'] == what
-                             and r['setting'] == 'original' and r['value']), None)
-                vs_orig = f'{value / base:.2f}x' if base and setting != 'original' else ''
-                vs_fwd = f'{ratio:.3f}' if ratio is not None else ''
-                print(f'{name:10s} {what:16s} {setting:16s} {value:12.1f} {unit:16s} {vs_orig:>11s} {vs_fwd:>10s}',
-                      flush=True)
+    row_argv = [a for a in argv if a != '--full'] + [f'--{k}={getattr(args, k)}' for k in ('repeats', 'warmup')]
+    for i, (name, what, setting) in enumerate(todo, start=1):
+        print(f'... timing row {i}/{len(todo)}: {name} {what} {setting}', file=sys.stderr, flush=True)
+        value, unit, ratio = run_row(name, what, setting, row_argv)
+        rows.append({'model': name, 'what': what, 'setting': setting, 'value': value, 'unit': unit,
+                     'vs_forward': ratio})
+        if value is None:
+            continue
+        base = next((r['value'] for r in rows if r['model'] == name and r['what'] == what
+                     and r['setting'] == 'original' and r['value']), None)
+        vs_orig = f'{value / base:.2f}x' if base and setting != 'original' else ''
+        vs_fwd = f'{ratio:.3f}' if ratio is not None else ''
+        print(f'{name:10s} {what:16s} {setting:16s} {value:12.1f} {unit:16s} {vs_orig:>11s} {vs_fwd:>10s}',
+              flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'info': info, 'rows': rows}, f, indent=1)

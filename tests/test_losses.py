@@ -1,4 +1,4 @@
-"""The MACER loss against a plain transcription of PAPER.md section 3; the baselines' shapes."""
+"""The MACER loss against a plain transcription of docs/METHOD.md ("MACER"); the baselines' shapes."""
 import math
 import os
 import sys

@@ -1,4 +1,4 @@
-"""The statistics against closed forms and against the libraries PAPER.md names."""
+"""The statistics against closed forms and against the libraries docs/METHOD.md names."""
 import math
 
 import numpy as np

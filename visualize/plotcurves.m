@@ -14,8 +14,8 @@ function plotcurves(files, labels, out_png, max_radius, mode)
 % max_radius: right end of the curves (default: the largest radius, rounded up to 0.25).
 % mode:       'hard' (default) or 'soft'.
 %
-% Certified accuracy at r counts the radii >= r, as visualize/plotcurves.py and PAPER.md
-% section 6; the MACER authors' script counted radii > r.
+% Certified accuracy at r counts the radii >= r, as visualize/plotcurves.py and docs/METHOD.md
+% ("Protocol and metrics"); the MACER authors' script counted radii > r.
 
 if nargin < 5, mode = 'hard'; end
 n_files = numel(files);

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from argtypes import HelpFormatter, Parser, nonneg_float, positive_float  # noqa: E402
-from common import UsageError  # noqa: E402
+from common import UsageError, output_folder, run_command  # noqa: E402
 from rs.results import largest_radius, read_mat, tsv_radii  # noqa: E402
 from rs.stats import GRID, acr, certified_accuracy  # noqa: E402
 
@@ -167,19 +167,22 @@ def cliffs_of(records):
     return sorted(set(radii)), caption
 
 
-def write_all(prefix, texts, fig):
-    """Every output to a temporary file first, then all renamed into place: all five files, or none."""
+def write_figure(prefix, fig, extensions, texts=None):
+    """PREFIX + each extension: the figure in that format, or `texts[ext]`. Everything goes to temporary
+    files first, then all are renamed into place: every output, or none of them (never new tables
+    beside an older figure)."""
     import matplotlib.pyplot as plt
+    texts = texts or {}
     temps = {}
     try:
-        for ext in OUTPUTS:
-            temps[ext] = f'{os.path.join(os.path.dirname(prefix), "." + os.path.basename(prefix))}{ext}.macer-tmp'
+        for ext in extensions:
+            temps[ext] = os.path.join(os.path.dirname(prefix), f'.{os.path.basename(prefix)}{ext}.macer-tmp')
             if ext in texts:
                 with open(temps[ext], 'w') as f:
                     f.write(texts[ext])
             else:
                 fig.savefig(temps[ext], format=ext[1:], dpi=150)
-        for ext in OUTPUTS:
+        for ext in extensions:
             os.replace(temps[ext], prefix + ext)
     finally:
         plt.close(fig)
@@ -212,7 +215,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+    done = {}
+
+    def work():
         if args.labels is not None and len(args.labels) != len(args.files):
             raise UsageError(f'{len(args.labels)} labels for {len(args.files)} files: give one label per file')
         if args.ylim is not None and not args.ylim[0] < args.ylim[1]:
@@ -224,24 +229,17 @@ def main(argv=None):
             raise UsageError(f'{empty[0]} holds no results')
         top = max(float(r.max()) for r in radii_list)
         max_radius = args.max_radius or max(0.25, np.ceil(top / 0.25) * 0.25)
-        folder = os.path.dirname(os.path.abspath(args.out))
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise UsageError(f'--out {args.out}: {folder} is a file, not a folder')
-        os.makedirs(folder, exist_ok=True)
-        rows = table_rows(radii_list, args.grid)
+        output_folder(args.out)
+        done['tables'] = tables(labels, table_rows(radii_list, args.grid), args.grid)
         cliffs, caption = cliffs_of([run_record(f, args.mode) for f in args.files])
         fig = figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
                      [c for c in cliffs if c <= max_radius], caption)
-        write_all(os.path.abspath(args.out), tables(labels, rows, args.grid), fig)
-    except UsageError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f'error: cannot write {args.out}.*: {e.strerror}; no output was written', file=sys.stderr)
-        return 2
-    print(tables(labels, rows, args.grid)['.md'], end='')
-    print(f'wrote {", ".join(args.out + ext for ext in OUTPUTS)}')
-    return 0
+        write_figure(os.path.abspath(args.out), fig, OUTPUTS, done['tables'])
+    status = run_command(work, f'{args.out}.*')
+    if status == 0:
+        print(done['tables']['.md'], end='')
+        print(f'wrote {", ".join(args.out + ext for ext in OUTPUTS)}')
+    return status
 
 
 if __name__ == '__main__':
