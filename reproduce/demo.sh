@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=${DEMO_DIR:-runs/demo}
 SIGMA=0.25
-CERT=(--dataset digits --sigma "$SIGMA" --start_img 0 --num_img 100 --skip 10 --N0 100 --N 10000 --certify_batch 250)
+START=0 NUM=100 SKIP=10 N0=100 N=10000
+CERT=(--dataset digits --sigma "$SIGMA" --start_img "$START" --num_img "$NUM" --skip "$SKIP" --N0 "$N0" --N "$N"
+      --certify_batch 250)
 METHODS=(gaussian macer smoothadv)
 start=$(date +%s)
 
@@ -22,6 +24,9 @@ for method in "${METHODS[@]}"; do
     --name "$method"
 done
 "$PY" visualize/plotcurves.py "$OUT/results/macer.mat" "$OUT/results/gaussian.mat" "$OUT/results/smoothadv.mat" \
-  --labels MACER "Gaussian (Cohen)" "SmoothAdv (Salman)" --title "digits, sigma = $SIGMA, N = 10000, 100 test images" \
-  --out "$OUT/digits-$SIGMA"
-echo "==> demo done in $(( $(date +%s) - start )) s: $OUT/digits-$SIGMA.png and .pdf, tables .md .tex .csv"
+  --labels MACER "Gaussian (Cohen)" "SmoothAdv (Salman)" \
+  --title "digits, sigma = $SIGMA, N = $N, $NUM test images (every ${SKIP}th from $START)" --out "$OUT/digits-$SIGMA"
+"$PY" visualize/trainingcurves.py "$OUT"/{macer,gaussian,smoothadv}/log.jsonl --labels MACER "Gaussian (Cohen)" \
+  "SmoothAdv (Salman)" --title "digits, sigma = $SIGMA: training" --out "$OUT/digits-$SIGMA-training"
+echo "==> demo done in $(( $(date +%s) - start )) s: $OUT/digits-$SIGMA.png and .pdf, tables .md .tex .csv," \
+  "training curves $OUT/digits-$SIGMA-training.png"

@@ -1,0 +1,82 @@
+"""The documents agree with each other and with the code; the help says each thing once."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from common import VERSION
+from conftest import ROOT, run_main
+from presets import PRESETS
+
+
+def test_one_version_everywhere():
+    r = run_main('--version')
+    assert r.returncode == 0 and r.stdout.strip() == f'macer {VERSION}'
+    assert re.search(rf'^version: {re.escape(VERSION)}$', open(os.path.join(ROOT, 'CITATION.cff')).read(), re.M)
+    changelog = open(os.path.join(ROOT, 'CHANGELOG.md')).read()
+    assert re.search(r'^## \[?([\d.]+)', changelog, re.M).group(1) == VERSION
+
+
+def help_blocks(text):
+    """{option: its help text} from argparse's --help output."""
+    blocks, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r'^  (-[-\w]+)', line)
+        if m:
+            current = m.group(1)
+            blocks[current] = line
+        elif current and line.startswith('    '):
+            blocks[current] += ' ' + line.strip()
+        else:
+            current = None
+    return blocks
+
+
+@pytest.mark.parametrize('command', [['main.py'], ['visualize/plotcurves.py'], ['visualize/trainingcurves.py'],
+                                     ['visualize/recompute.py'], ['bench/bench.py']])
+def test_help_gives_each_default_once_and_none_for_required_flags(command):
+    r = subprocess.run([sys.executable, *command, '--help'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0
+    blocks = help_blocks(r.stdout)
+    assert blocks
+    for option, text in blocks.items():
+        assert text.count('(default:') <= 1, text
+        assert '(default: None)' not in text and '(default: False)' not in text, text
+    if command == ['main.py']:
+        for name in PRESETS:  # listed once, in --preset's help, not again in the usage line
+            assert len(re.findall(rf'(?<![\w.-]){re.escape(name)}(?![\w.-])', r.stdout)) == 1, name
+    if 'plotcurves' in command[0]:
+        assert '(default' not in blocks['--out']
+
+
+def test_no_document_cites_a_file_that_is_not_in_the_repository():
+    tracked = subprocess.run(['git', 'ls-files'], capture_output=True, text=True, cwd=ROOT).stdout.split()
+    documents = [p for p in tracked if p.endswith(('.md', '.py', '.sh', '.m', '.cff'))]
+    missing = []
+    for path in documents:
+        text = open(os.path.join(ROOT, path), encoding='utf-8').read()
+        assert 'PAPER.md' not in text or path == 'CHANGELOG.md', path
+        for link in re.findall(r'\]\(([^)#\s]+)', text) if path.endswith('.md') else []:  # links to repository files
+            if '://' in link:
+                continue
+            target = os.path.normpath(os.path.join(ROOT, os.path.dirname(path), link))
+            if not os.path.exists(target):
+                missing.append(f'{path}: {link}')
+        for cited in re.findall(r'\b((?:docs|reproduce|visualize|bench|tests|checkpoints)/[\w./-]+\.(?:md|py|sh|m|tsv))',
+                                text):
+            if not os.path.exists(os.path.join(ROOT, cited)):
+                missing.append(f'{path}: {cited}')
+    assert not missing, missing
+
+
+def test_the_documented_largest_radii_are_what_the_tool_computes():
+    from rs.results import largest_radius
+    readme = open(os.path.join(ROOT, 'checkpoints', 'README.md')).read()
+    assert f'{largest_radius(0.25, 1000, 0.001):.3f}' == '0.616' and '0.616 with N = 1000' in readme
+    assert f'{largest_radius(0.25, 10000, 0.001):.2f}' == '0.80' and '0.80' in readme
+    method = open(os.path.join(ROOT, 'docs', 'METHOD.md')).read()
+    for n, text in ((10000, '0.80 at sigma 0.25 with\n`n = 10000`'), (200, '0.46 with `n = 200`')):
+        assert text in method, text
+    assert f'{largest_radius(0.25, 200, 0.001):.2f}' == '0.46'
