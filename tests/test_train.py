@@ -167,6 +167,10 @@ def test_a_preset_sets_defaults_and_flags_win():
     assert (args.method, args.num_noise_vec, args.epsilon, args.epochs, args.input_layer) == \
         ('smoothadv', 8, 1.0, 3, 'center')
     assert cli.parse_args(['--preset', 'cifar10-salman-0.25', '--input_layer', 'normalize']).input_layer == 'normalize'
+    # the demo's and the study's runs certify afterwards, not during training (500 images at N 100000)
+    for method in ('macer', 'gaussian', 'smoothadv'):
+        args = cli.parse_args(['--preset', f'digits-{method}-0.25'])
+        assert args.cert_from > args.epochs
     assert cli.parse_args(['--epsilon', '64/256']).epsilon == 0.25
 
 
