@@ -44,12 +44,24 @@ def certification_identity(args, model, mode, device):
             'compile': args.compile}
 
 
+def cpu_name():
+    """The CPU's model name ('' when the system does not say): results are bit-exact on one CPU model only."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def environment():
-    """Where a result was made: versions, host, device, threads."""
+    """Where a result was made: versions, host, device, CPU model, threads."""
     return {'python': platform.python_version(), 'torch': torch.__version__, 'numpy': np.__version__,
             'host': platform.node(), 'cuda': torch.version.cuda,
-            'device_name': torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
-            'threads': torch.get_num_threads()}
+            'device_name': torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name(),
+            'cpu': cpu_name(), 'threads': torch.get_num_threads()}
 
 
 class Certifier:

@@ -26,7 +26,10 @@ done
 "$PY" visualize/plotcurves.py "$OUT/results/macer.mat" "$OUT/results/gaussian.mat" "$OUT/results/smoothadv.mat" \
   --labels MACER "Gaussian (Cohen)" "SmoothAdv (Salman)" \
   --title "digits, sigma = $SIGMA, N = $N, $NUM test images (every ${SKIP}th from $START)" --out "$OUT/digits-$SIGMA"
+"$PY" visualize/plotcurves.py "$OUT/results/macer.mat" "$OUT/results/gaussian.mat" "$OUT/results/smoothadv.mat" \
+  --labels MACER "Gaussian (Cohen)" "SmoothAdv (Salman)" --ylim 0.75 1 \
+  --title "the same, zoomed in on accuracies from 0.75 to 1" --out "$OUT/digits-$SIGMA-top" > /dev/null
 "$PY" visualize/trainingcurves.py "$OUT"/{macer,gaussian,smoothadv}/log.jsonl --labels MACER "Gaussian (Cohen)" \
   "SmoothAdv (Salman)" --title "digits, sigma = $SIGMA: training" --out "$OUT/digits-$SIGMA-training"
-echo "==> demo done in $(( $(date +%s) - start )) s: $OUT/digits-$SIGMA.png and .pdf, tables .md .tex .csv," \
-  "training curves $OUT/digits-$SIGMA-training.png"
+echo "==> demo done in $(( $(date +%s) - start )) s: $OUT/digits-$SIGMA.png and .pdf (zoomed: -top), tables .md" \
+  ".tex .csv, training curves $OUT/digits-$SIGMA-training.png"

@@ -183,6 +183,15 @@ def test_the_figure_marks_the_largest_certifiable_radius(tmp_path):
     assert run(tmp_path / 'run.mat', '--out', tmp_path / 'o', '--ylim', '0.5', '1') == 0
 
 
+def test_a_long_title_stays_inside_the_figure():
+    title = 'digits, sigma = 0.25, N = 10000, 100 test images (every 10th from 0), a title wider than the axes'
+    fig = plotcurves.figure(['run'], [np.array([0.3, 0.8, -1.0])], 1.0, title=title)
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+    assert fig.axes[0].get_title().replace('\n', ' ') == title
+
+
 def test_runs_without_torch(tmp_path):
     sio.savemat(tmp_path / 'h.mat', {'hard': np.array([0.3, -1.0])})
     # a finder that makes `import torch` fail, as on a machine without it

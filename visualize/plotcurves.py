@@ -20,6 +20,7 @@ Needs numpy, scipy and matplotlib only: nothing here imports torch or the model 
 import json
 import os
 import sys
+import textwrap
 
 import numpy as np
 
@@ -136,8 +137,8 @@ def figure(labels, radii_list, max_radius, title=None, ylim=(0.0, 1.0), cliffs=(
     ax.set_ylim(*ylim)
     ax.set_xlabel('$\\ell_2$ radius')
     ax.set_ylabel('Certified accuracy')
-    if title:
-        ax.set_title(title)
+    if title:  # wrapped: a title from a script's arguments is often wider than the axes
+        ax.set_title(textwrap.fill(title, 50), fontsize='medium')
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small')
     if caption:
