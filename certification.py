@@ -18,7 +18,7 @@ from model import input_layer_of
 from rs.certify import certify_dataset
 from rs.results import ResultFiles, format_summary, read_record
 from rs.stats import modes_of
-from runtime import Runner
+from runtime import Runner, cpu_name
 
 
 def test_indices(size, start, num, skip, dataset):
@@ -42,18 +42,6 @@ def certification_identity(args, model, mode, device):
             'early_abstain': args.early_abstain, 'certify_batch': args.certify_batch, 'seed': args.seed,
             'device': device.type, 'precision': args.precision, 'memory_format': args.memory_format,
             'compile': args.compile}
-
-
-def cpu_name():
-    """The CPU's model name ('' when the system does not say): results are bit-exact on one CPU model only."""
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def environment():

@@ -7,6 +7,7 @@ certificate made with it holds for the model as it is run (inputs rounded to bf1
 network), not for the fp32 model.
 """
 import os
+import platform
 
 import torch
 import torch.distributed as torch_dist
@@ -158,3 +159,15 @@ class Runner(nn.Module):
 
     def local(self, x):
         return self._run(self.local_fn, x)
+
+
+def cpu_name():
+    """The CPU's model name ('' when the system does not say): results are bit-exact on one CPU model only."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

@@ -38,7 +38,7 @@ from argtypes import HelpFormatter, Parser, nonneg_int, positive_int  # noqa: E4
 from common import UsageError  # noqa: E402
 from model import ARCH_INPUT, build_model  # noqa: E402
 from rs.core import Smooth  # noqa: E402
-from runtime import Runner, pick_device, speed_settings  # noqa: E402
+from runtime import Runner, cpu_name, pick_device, speed_settings  # noqa: E402
 from train import StepArgs, optimizer_step, training_step  # noqa: E402
 
 NUM_CLASSES = {'lenet': 10, 'resnet110': 10, 'resnet50': 1000}
@@ -206,7 +206,7 @@ def main(argv=None):
         print(json.dumps({'value': value, 'unit': unit, 'vs_forward': ratio[0] if ratio else None}))
         return
     info = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
-            else (platform.processor() or platform.machine()), 'threads': torch.get_num_threads(),
+            else (cpu_name() or platform.machine()), 'threads': torch.get_num_threads(),
             'torch': torch.__version__, 'repeats': args.repeats, 'warmup': args.warmup,
             'certify_batch': args.certify_batch, 'batch_size': args.batch_size, 'gauss_num': args.gauss_num,
             'num_noise_vec': args.num_noise_vec, 'num_steps': args.num_steps}

@@ -1,4 +1,5 @@
 """The documents agree with each other and with the code; the help says each thing once."""
+import json
 import os
 import re
 import subprocess
@@ -81,3 +82,18 @@ def test_the_documented_largest_radii_are_what_the_tool_computes():
     for n, text in ((10000, '0.80 at sigma 0.25 with\n`n = 10000`'), (200, '0.46 with `n = 200`')):
         assert text in method, text
     assert f'{largest_radius(0.25, 200, 0.001):.2f}' == '0.46'
+
+
+def test_the_benchmark_runs_a_row_and_records_where_it_ran(tmp_path):
+    """Not a timing test: one small row of bench/bench.py runs, prints its figure and writes the JSON."""
+    out = tmp_path / 'bench.json'
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'bench.py'), '--models', 'lenet', '--what',
+                        'certify', '--settings', 'cl', '--repeats', '1', '--warmup', '0', '--certify_batch', '100',
+                        '--json', str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'timing row 1/1: lenet certify cl' in r.stderr and 'noisy samples/s' in r.stdout
+    result = json.loads(out.read_text())
+    row, = result['rows']
+    assert (row['model'], row['what'], row['setting'], row['unit']) == ('lenet', 'certify', 'cl', 'noisy samples/s')
+    assert row['value'] > 0 and row['vs_forward'] > 0
+    assert result['info']['device'] == 'cpu' and result['info']['device_name']
