@@ -5,6 +5,7 @@ Standard library only, so `bench/` and `visualize/` can use them without the ent
 """
 import argparse
 import math
+import textwrap
 
 
 def number(kind, low=None, high=None, low_open=False, high_open=False, what='a number'):
@@ -64,7 +65,6 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _split_lines(self, text, width):
         # never break inside a hyphenated name (a preset, a flag): a reader must be able to copy it
-        import textwrap
         return textwrap.wrap(self._whitespace_matcher.sub(' ', text).strip(), width, break_on_hyphens=False)
 
     def _get_help_string(self, action):

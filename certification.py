@@ -112,13 +112,12 @@ class Certifier:
                 lock.release()
         if job.is_main:
             print(format_summary(certified.radii), flush=True)
-            drawn = certified.drawn
-            if a.early_abstain and all(d is not None for d in drawn):
-                standard = (a.N0 + a.N) * len(drawn)
-                early = sum(d < a.N0 + a.N for d in drawn)
-                print(f'==> early abstention (M {a.early_abstain}): {early} of {len(drawn)} images abstained early; '
-                      f'{sum(drawn)} samples drawn of the standard protocol\'s {standard}, '
-                      f'{100 * (1 - sum(drawn) / standard):.1f}% saved', flush=True)
+            samples = certified.samples
+            if a.early_abstain and 'total' in samples:
+                images = len(self.indices)
+                print(f'==> early abstention (M {a.early_abstain}): {certified.early} of {images} images abstained '
+                      f'early; {samples["total"]} samples drawn of the standard protocol\'s '
+                      f'{samples["standard_per_image"] * images}, {100 * samples["saved"]:.1f}% saved', flush=True)
             if files is not None:
                 print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.stats}, {files.json}',
                       flush=True)

@@ -44,6 +44,10 @@ _IMAGENET_IMAGES = dict(dataset='imagenet', start_img=0, num_img=500, skip=100)
 _IMAGENET_MACER = dict(_MACER, **_IMAGENET_IMAGES, lbd=6.0, epochs=120, lr=0.1, lr_milestones=[30, 60, 90],
                        gauss_num=2, batch_size=256, weight_decay=1e-4, cert_from=120)
 
+# Salman et al.'s ImageNet models: PGD with one step and one noise draw (T = 1, m = 1), 90 epochs
+_IMAGENET_SALMAN = dict(_SALMAN, **_IMAGENET_IMAGES, epochs=90, lr_milestones=[30, 60], num_steps=1, num_noise_vec=1,
+                        batch_size=256, cert_from=90)
+
 PRESETS = {
     'cifar10-macer-0.25': dict(_MACER, dataset='cifar10', sigma=0.25, lbd=12.0),
     'cifar10-macer-0.50': dict(_MACER, dataset='cifar10', sigma=0.50, lbd=4.0),
@@ -68,13 +72,9 @@ PRESETS = {
     'imagenet-cohen-0.25': dict(_COHEN, **_IMAGENET_IMAGES, sigma=0.25),
     'imagenet-cohen-0.50': dict(_COHEN, **_IMAGENET_IMAGES, sigma=0.50),
     'imagenet-cohen-1.00': dict(_COHEN, **_IMAGENET_IMAGES, sigma=1.00),
-    # Salman et al.'s ImageNet models: PGD with one step and one noise draw (T = 1, m = 1), 90 epochs
-    'imagenet-salman-0.25': dict(_SALMAN, **_IMAGENET_IMAGES, sigma=0.25, epochs=90, lr_milestones=[30, 60],
-                                 num_steps=1, num_noise_vec=1, epsilon=1.0, batch_size=256, cert_from=90),
-    'imagenet-salman-0.50': dict(_SALMAN, **_IMAGENET_IMAGES, sigma=0.50, epochs=90, lr_milestones=[30, 60],
-                                 num_steps=1, num_noise_vec=1, epsilon=2.0, batch_size=256, cert_from=90),
-    'imagenet-salman-1.00': dict(_SALMAN, **_IMAGENET_IMAGES, sigma=1.00, epochs=90, lr_milestones=[30, 60],
-                                 num_steps=1, num_noise_vec=1, epsilon=2.0, batch_size=256, cert_from=90),
+    'imagenet-salman-0.25': dict(_IMAGENET_SALMAN, sigma=0.25, epsilon=1.0),
+    'imagenet-salman-0.50': dict(_IMAGENET_SALMAN, sigma=0.50, epsilon=2.0),
+    'imagenet-salman-1.00': dict(_IMAGENET_SALMAN, sigma=1.00, epsilon=2.0),
     # MNIST (LeNet) lambda 16 and SVHN (ResNet-110) lambda 12, otherwise the Cifar-10 settings; their
     # Gaussian rows on the same schedule
     'mnist-macer-0.25': dict(_MACER, dataset='mnist', sigma=0.25, lbd=16.0),
@@ -104,9 +104,10 @@ _IMAGENET_SALMAN_UNSTATED = {
 }
 NOT_STATED = {
     'cifar10-macer-1.00': {'lbd': 'the value after the switch is not stated; 12, the public code\'s default'},
-    **{f'imagenet-macer-{s}': dict(_IMAGENET_MACER_UNSTATED, **({} if s == '0.25' else {
-        'lbd': 'not stated for sigma 0.50 and 1.00; 6, as at 0.25 (no dynamic lambda)'})) for s in ('0.25', '0.50',
-                                                                                                   '1.00')},
+    'imagenet-macer-0.25': _IMAGENET_MACER_UNSTATED,
+    **{f'imagenet-macer-{s}': dict(_IMAGENET_MACER_UNSTATED,
+                                   lbd='not stated for sigma 0.50 and 1.00; 6, as at 0.25 (no dynamic lambda)')
+       for s in ('0.50', '1.00')},
     **{f'imagenet-salman-{s}': _IMAGENET_SALMAN_UNSTATED for s in ('0.25', '0.50', '1.00')},
 }
 

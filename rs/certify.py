@@ -30,15 +30,28 @@ from common import VERSION, DiskFull, SingleProcess, UsageError, atomic_write_te
 from rs.core import NonFiniteOutput, Smooth, image_generator
 from rs.results import (ImageResult, ResultFiles, Row, RowLimits, check_identity, evidence_line, header_line,
                         read_record, read_results, summary, write_logs, write_mat, write_record)
-from rs.stats import GRID, acr, certificate, certified_accuracy, certified_radii, modes_of
+from rs.stats import GRID, certificate, certified_radii, modes_of
 
 
 @dataclass
 class Certified:
-    """What a certification gives back: {mode: radii} in the MACER encoding and the samples drawn per
-    image, both in index order (drawn is None for images resumed from a log without statistics)."""
+    """What a certification gives back: {mode: radii} in the MACER encoding, in index order; the samples
+    drawn (the JSON's `samples`: totals only when every image's count is known, which a log resumed from
+    a version without statistics lacks); the number of images the early test abstained on."""
     radii: Dict[str, np.ndarray]
-    drawn: List[Optional[int]]
+    samples: Dict[str, object]
+    early: int
+
+
+def samples_drawn(drawn: List[Optional[int]], standard_per_image: int) -> Dict[str, object]:
+    """The JSON's `samples` from the samples drawn per image (None where unknown)."""
+    samples: Dict[str, object] = {'standard_per_image': standard_per_image}
+    if all(d is not None for d in drawn):
+        total = sum(d for d in drawn if d is not None)
+        samples.update(total=total, saved=1 - total / (standard_per_image * len(drawn)))
+        if any(d != standard_per_image for d in drawn):
+            samples['per_image'] = drawn
+    return samples
 
 
 def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, N0, N, alpha, batch, seed,
@@ -65,6 +78,7 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
     todo = [i for i in indices if i not in done][job.rank::job.world]
     writer = _Writer(files, job) if files is not None else None
     mine = {}
+    shown = {'images': 0, 'correct': 0, 'radii': 0.0}  # the progress bar's running accuracy at 0 and ACR
     bar = tqdm(total=len(todo), desc=f'certify N={N}', unit='img', disable=not (progress and job.is_main),
                dynamic_ncols=True, file=sys.stderr)
     try:
@@ -88,10 +102,12 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
             mine[idx] = ImageResult(rows, {e.mode: e for e in evidence}, drawn)
             if writer is not None:
                 writer.append(mine[idx])
-            first = [result.rows[modes[0]] for result in mine.values()]
-            radii = certified_radii([r.radius for r in first], [r.correct for r in first])
-            bar.set_postfix_str(f'acc@0={certified_accuracy(radii, (0.0,))[0]:.3f} ACR={acr(radii):.3f}',
-                                refresh=False)
+            first = rows[modes[0]]
+            shown['images'] += 1
+            shown['correct'] += first.correct
+            shown['radii'] += first.radius if first.correct else 0.0
+            bar.set_postfix_str(f'acc@0={shown["correct"] / shown["images"]:.3f} '
+                                f'ACR={shown["radii"] / shown["images"]:.3f}', refresh=False)
             bar.update(1)
     finally:
         bar.close()
@@ -102,10 +118,13 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
         results.update(part)
     radii = {m: certified_radii([results[i].rows[m].radius for i in indices],
                                 [results[i].rows[m].correct for i in indices]) for m in modes}
+    samples = samples_drawn([results[i].drawn for i in indices], N0 + N)
     if files is not None:
         job.barrier()
-        job.on_main(lambda: _finish(files, identity, record, indices, results, radii, N0 + N))
-    return Certified(radii, [results[i].drawn for i in indices])
+        job.on_main(lambda: _finish(files, identity, record, indices, results, radii, samples))
+    early = sum(any(e.early for e in results[i].evidence.values()) for i in indices
+                if results[i].evidence is not None)
+    return Certified(radii, samples, early)
 
 
 class _Writer:
@@ -170,18 +189,12 @@ def _open(files, identity, record, indices, limits):
     return done
 
 
-def _finish(files, identity, record, indices, results, radii, samples_per_image):
+def _finish(files, identity, record, indices, results, radii, samples):
     """The final logs (every image once, in index order), the .mat and the complete JSON."""
     write_logs(files, indices, results)
     files.remove_parts()
     write_mat(files.mat, radii)
     seconds = sum(results[i].rows[files.modes[0]].seconds for i in indices)
-    drawn = [results[i].drawn for i in indices]
-    samples = {'standard_per_image': samples_per_image}
-    if all(d is not None for d in drawn):
-        samples.update(total=sum(drawn), saved=1 - sum(drawn) / (samples_per_image * len(indices)))
-        if any(d != samples_per_image for d in drawn):
-            samples['per_image'] = drawn
     _write_json(files, identity, record, 'complete', radii_by_mode=radii, seconds=seconds, samples=samples)
 
 

@@ -268,7 +268,7 @@ class ResultFiles:
 
     def owns(self, base: str) -> bool:
         """Whether `base` is the name of one of this run's files (its temporaries may be removed)."""
-        return re.fullmatch(re.escape(self.name) + r'\.(?:json|mat|(?:hard|soft)(?:\.part\d+)?\.tsv|'
+        return re.fullmatch(re.escape(self.name) + rf'\.(?:json|mat|(?:{"|".join(MODES)})(?:\.part\d+)?\.tsv|'
                             r'stats(?:\.part\d+)?\.jsonl)', base) is not None
 
     def names(self) -> dict:
