@@ -291,10 +291,12 @@ class RowLimits:
     A radius lies in [0, sigma * Phi^-1(the largest bound N samples can give)] (hard: alpha^(1/N), the
     Clopper-Pearson bound of N successes in N; soft: the Bernstein bound of N scores of 1), a prediction
     is a class or -1 (and then the radius is 0), `correct` is 1 exactly when the prediction is the label,
-    and the label is the data set's (when `labels` is given).
+    and the label is the data set's (when `labels` is given). Without `num_classes` (a reader that does
+    not know the data set) any class >= 0 is accepted.
     """
 
-    def __init__(self, sigma: float, N: int, alpha: float, num_classes: int, labels: Optional[Sequence[int]] = None):
+    def __init__(self, sigma: float, N: int, alpha: float, num_classes: Optional[int] = None,
+                 labels: Optional[Sequence[int]] = None):
         self.sigma, self.alpha, self.N, self.num_classes, self.labels = sigma, alpha, N, num_classes, labels
         self.top = {'hard': largest_radius(sigma, N, alpha, 'hard'), 'soft': largest_radius(sigma, N, alpha, 'soft')}
 
@@ -305,8 +307,9 @@ class RowLimits:
             problem = f'image {row.idx} is not in the test set'
         elif self.labels is not None and row.label != int(self.labels[row.idx]):
             problem = f'label {row.label} is not the label of test image {row.idx} ({int(self.labels[row.idx])})'
-        elif not -1 <= row.predict < self.num_classes:
-            problem = f'prediction {row.predict} is neither a class (0..{self.num_classes - 1}) nor -1'
+        elif not -1 <= row.predict < (math.inf if self.num_classes is None else self.num_classes):
+            classes = 'a class' if self.num_classes is None else f'a class (0..{self.num_classes - 1})'
+            problem = f'prediction {row.predict} is neither {classes} nor -1'
         elif row.correct not in (0, 1) or row.correct != int(row.predict == row.label):
             problem = f'correct is {row.correct} for prediction {row.predict} and label {row.label}'
         elif not (math.isfinite(row.radius) and 0 <= row.radius <= top * (1 + 1e-12)):
@@ -510,22 +513,22 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
     if bound not in BOUNDS[mode]:
         raise UsageError(f'{mode} statistics allow the bounds {", ".join(BOUNDS[mode])}, not {bound}: the soft scores '
                          f'are not 0/1 outcomes, which Clopper-Pearson needs')
-    entries = parse_evidence(read_text(files.stats, 'give a complete run'), files.stats, modes)
-    times = {r.idx: r.seconds for r in parse_log(read_text(files.logs[mode], 'give a complete run'), files.logs[mode])}
     indices = range(int(identity['start_img']), int(identity['start_img']) + int(identity['num_img']) *
                     int(identity['skip']), int(identity['skip']))
-    by_idx = {idx: (label, e) for idx, label, e, _ in entries}
-    missing = [i for i in indices if i not in by_idx]
+    # the run's logs read as a resume reads them: every row checked, and the statistics must give the
+    # run's own rows at the run's alpha (an edited statistics line or row is refused, never recomputed)
+    done = read_results(files, indices, RowLimits(sigma, int(identity['N']), run_alpha), parts=False)
+    missing = [i for i in indices if i not in done or done[i].evidence is None]
     if missing:
         raise UsageError(f'{files.stats} lacks the statistics of {len(missing)} images (e.g. image {missing[0]}); '
                          f'it belongs to another run or was cut')
     rows = []
     for i in indices:
-        label, e = by_idx[i]
-        prediction, r = certificate(e[mode], sigma, alpha, bound)
-        rows.append(Row(i, label, prediction, r, int(prediction == label), times.get(i, 0.0)))
+        logged, e = done[i].rows[mode], done[i].evidence[mode]
+        prediction, r = certificate(e, sigma, alpha, bound)
+        rows.append(Row(i, logged.label, prediction, r, int(prediction == logged.label), logged.seconds))
     radii = certified_radii([r.radius for r in rows], [r.correct for r in rows])
-    early = sum(by_idx[i][1][mode].early for i in indices)
+    early = sum(done[i].evidence[mode].early for i in indices)
     return {'rows': rows, 'radii': radii, 'summary': summary(radii),
             'recomputed': {'from': os.path.abspath(record_path), 'statistics': os.path.abspath(files.stats),
                            'mode': mode, 'alpha': alpha, 'bound': bound, 'run_alpha': run_alpha,

@@ -197,6 +197,25 @@ def test_hard_statistics_read_with_the_bernstein_bound(digits_lenet, tmp_path):
         recompute(str(tmp_path / '8.json'), mode='soft')
 
 
+def test_edited_statistics_are_refused_not_recomputed(digits_lenet, tmp_path):
+    """A statistics line raised by hand (nA = n: the largest radius N allows) would give a larger certificate
+    at any alpha: the run's own rows must still follow from its statistics, else nothing is recomputed."""
+    from common import UsageError
+    from rs.results import recompute
+    assert certify(digits_lenet, tmp_path, '--mode', 'hard') == 0
+    stats = tmp_path / '8.stats.jsonl'
+    lines = stats.read_text().splitlines(keepends=True)
+    entry = json.loads(lines[0])
+    assert entry['hard']['nA'] < entry['hard']['n']  # the edit below changes the certificate
+    entry['hard']['nA'] = entry['hard']['n']
+    stats.write_text(json.dumps(entry) + '\n' + ''.join(lines[1:]))
+    with pytest.raises(UsageError, match='is not what its statistics'):
+        recompute(str(tmp_path / '8.json'), alpha=0.01)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'visualize', 'recompute.py'), str(tmp_path / '8.json'),
+                        '--alpha', '0.01', '--out', str(tmp_path / 'r')], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and not list(tmp_path.glob('r.*'))
+
+
 def test_the_recompute_command_writes_a_result_that_says_how_it_was_made(digits_lenet, tmp_path):
     assert certify(digits_lenet, tmp_path) == 0
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'visualize', 'recompute.py'), str(tmp_path / '8.json'),
