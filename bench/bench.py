@@ -192,14 +192,15 @@ def build_parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     for key, value in (FULL if args.full else QUICK).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     try:
         device = pick_device(args.device)
     except UsageError as e:
-        raise SystemExit(f'bench.py: error: {e}') from None
+        parser.error(str(e))  # one line, exit status 2, as every other bad value
     speed_settings(device)
     if args.row is not None:  # one measurement, in this (fresh) process
         value, unit, *ratio = measure(*args.row, args, device)
