@@ -518,17 +518,18 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
     # the run's logs read as a resume reads them: every row checked, and the statistics must give the
     # run's own rows at the run's alpha (an edited statistics line or row is refused, never recomputed)
     done = read_results(files, indices, RowLimits(sigma, int(identity['N']), run_alpha), parts=False)
-    missing = [i for i in indices if i not in done or done[i].evidence is None]
+    evidence = {i: e for i in indices if i in done and (e := done[i].evidence) is not None}
+    missing = [i for i in indices if i not in evidence]
     if missing:
         raise UsageError(f'{files.stats} lacks the statistics of {len(missing)} images (e.g. image {missing[0]}); '
                          f'it belongs to another run or was cut')
     rows = []
     for i in indices:
-        logged, e = done[i].rows[mode], done[i].evidence[mode]
-        prediction, r = certificate(e, sigma, alpha, bound)
+        logged = done[i].rows[mode]
+        prediction, r = certificate(evidence[i][mode], sigma, alpha, bound)
         rows.append(Row(i, logged.label, prediction, r, int(prediction == logged.label), logged.seconds))
     radii = certified_radii([r.radius for r in rows], [r.correct for r in rows])
-    early = sum(done[i].evidence[mode].early for i in indices)
+    early = sum(evidence[i][mode].early for i in indices)
     return {'rows': rows, 'radii': radii, 'summary': summary(radii),
             'recomputed': {'from': os.path.abspath(record_path), 'statistics': os.path.abspath(files.stats),
                            'mode': mode, 'alpha': alpha, 'bound': bound, 'run_alpha': run_alpha,
