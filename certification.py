@@ -11,14 +11,16 @@ import sys
 import numpy as np
 import torch
 
+import cli
 from checkpoint import check_dataset, fit_model, read_checkpoint, state_digest
+from cli import DEFAULT_SIGMA
 from common import FolderLock, UsageError
 from data import NUM_CLASSES, get_dataset, labels_of
 from model import input_layer_of
 from rs.certify import certify_dataset
 from rs.results import ResultFiles, format_summary, read_record
 from rs.stats import modes_of
-from runtime import Runner, cpu_name
+from runtime import Runner, cpu_name, gpu_model
 
 
 def test_indices(size, start, num, skip, dataset):
@@ -35,13 +37,40 @@ def test_indices(size, start, num, skip, dataset):
 
 
 def certification_identity(args, model, mode, device):
-    """What determines a certification's numbers: a resumed run must match all of it."""
-    return {'model_sha256': state_digest(model), 'input_layer': input_layer_of(model), 'dataset': args.dataset,
-            'start_img': args.start_img, 'num_img': args.num_img, 'skip': args.skip, 'sigma': args.sigma,
-            'mode': mode, 'beta': args.beta, 'N0': args.N0, 'N': args.N, 'alpha': args.alpha,
-            'early_abstain': args.early_abstain, 'certify_batch': args.certify_batch, 'seed': args.seed,
-            'device': device.type, 'precision': args.precision, 'memory_format': args.memory_format,
-            'compile': args.compile}
+    """What determines a certification's numbers: a resumed run must match all of it.
+
+    `beta` only where a soft certificate uses it. On CUDA also the GPU model (its noise and kernels
+    differ between models) and whether the algorithms were deterministic; CPU identities have neither
+    key, so runs made before they existed still resume."""
+    identity = {'model_sha256': state_digest(model), 'input_layer': input_layer_of(model), 'dataset': args.dataset,
+                'start_img': args.start_img, 'num_img': args.num_img, 'skip': args.skip, 'sigma': args.sigma,
+                'mode': mode, 'beta': args.beta, 'N0': args.N0, 'N': args.N, 'alpha': args.alpha,
+                'early_abstain': args.early_abstain, 'certify_batch': args.certify_batch, 'seed': args.seed,
+                'device': device.type, 'precision': args.precision, 'memory_format': args.memory_format,
+                'compile': args.compile}
+    if mode == 'hard':
+        del identity['beta']
+    if device.type == 'cuda':
+        identity['gpu'] = gpu_model(device)
+        identity['deterministic'] = bool(args.deterministic)
+    return identity
+
+
+def resolve_sigma(args, ckpt, job):
+    """--sigma of a certification: the one given, else the sigma the checkpoint was trained at (this
+    project's checkpoints record it; the MACER code's, Cohen's and Salman's do not), else the default.
+    Returns the training sigma (None when unknown); a given sigma that differs from it is printed."""
+    trained = (ckpt.args or {}).get('sigma') if ckpt.kind == 'project' else None
+    trained = float(trained) if isinstance(trained, (int, float)) and not isinstance(trained, bool) else None
+    if args.sigma is None:
+        args.sigma = trained if trained is not None else DEFAULT_SIGMA
+        if trained is None:
+            job.print(f'==> sigma {DEFAULT_SIGMA} (the default): {ckpt.path} does not record the sigma it was '
+                      f'trained at; give --sigma to certify at another', flush=True)
+    elif trained is not None and args.sigma != trained:
+        job.print(f'==> note: certifying at sigma {args.sigma}, but {ckpt.path} was trained at sigma {trained}',
+                  flush=True)
+    return trained
 
 
 def environment():
@@ -102,7 +131,10 @@ class Certifier:
                     job.print(f'==> {files.json}: certified before the stop, kept as it is', flush=True)
                     return None
             record = dict(self.record, **(extra or {}))
-            certified = certify_dataset(runner, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
+            # the network as run, without DistributedDataParallel: a rank with no image to certify must
+            # not be waited for at DDP's buffer broadcast
+            network = getattr(runner, 'unsynced', runner)
+            certified = certify_dataset(network, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
                                     sigma=a.sigma, mode=mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
                                     batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
                                     identity=identity, record=record, labels=self.labels,
@@ -130,14 +162,16 @@ def command_record(args_record):
     return {'args': args_record, 'command': sys.argv, 'environment': environment()}
 
 
-def run_test(args, device, job, args_record):
+def run_test(args, device, job):
     """`--task test`: certify a checkpoint on the chosen test images."""
     ckpt = read_checkpoint(args.resume_ckpt)
     check_dataset(ckpt, args.dataset)
+    trained_sigma = resolve_sigma(args, ckpt, job)
     why = f'--arch {args.arch}' if 'arch' in args._given else f'--dataset {args.dataset}'
     model = fit_model(ckpt, args.arch, NUM_CLASSES[args.dataset], why, args.input_layer).to(device).eval()
-    runner = Runner(model, device, args.precision, args.memory_format, args.compile, job)
-    certifier = Certifier(args, device, job, command_record(args_record))
+    # no DistributedDataParallel: each rank certifies its own images, with no synchronisation
+    runner = Runner(model, device, args.precision, args.memory_format, args.compile)
+    certifier = Certifier(args, device, job, command_record(cli.record(args)))
     name = args.name if args.name is not None else ckpt.epoch
     layer = input_layer_of(model)
     if args.matdir is None:
@@ -147,6 +181,8 @@ def run_test(args, device, job, args_record):
               f'test images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}'
               f'{f", early abstention M {args.early_abstain}" if args.early_abstain else ""}, device {device}',
               flush=True)
-    certifier(model, runner, name, args.mode, extra={'checkpoint': {
-        'path': args.resume_ckpt, 'kind': ckpt.kind, 'epoch': ckpt.epoch, 'input_layer': layer,
-        'run_id': ckpt.run_id}})
+    about = {'path': args.resume_ckpt, 'kind': ckpt.kind, 'epoch': ckpt.epoch, 'input_layer': layer,
+             'run_id': ckpt.run_id}
+    if trained_sigma is not None:
+        about['sigma'] = trained_sigma  # the training sigma, beside the identity's certification sigma
+    certifier(model, runner, name, args.mode, extra={'checkpoint': about})

@@ -14,10 +14,11 @@ from data import DATASETS, INPUT_SHAPE
 from model import ARCH_INPUT, ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
 from presets import PRESETS
 from rs.stats import MODE_CHOICES
-from runtime import MEMORY_FORMATS, PRECISIONS
+from runtime import DEFAULT_DIST_TIMEOUT_H, MEMORY_FORMATS, PRECISIONS
 from train import LATEST, METHODS
 
 NONE = 'none'  # the original's spelling of "not given" for paths
+DEFAULT_SIGMA = 0.25
 
 # flags that mean something only for one task, or only for some training methods: a record (checkpoint,
 # result JSON) keeps only those that applied to its run
@@ -25,6 +26,8 @@ TRAINING_FLAGS = ('method', 'epochs', 'batch_size', 'gauss_num', 'lr', 'momentum
                   'lr_factor', 'lr_step', 'lbd', 'lbd_after', 'gamma', 'num_noise_vec', 'epsilon', 'num_steps',
                   'warmup', 'workers', 'save_every', 'cert_from', 'cert_every', 'ckptdir')
 TEST_FLAGS = ('name',)
+# flags of the machinery, not of the computation: a record keeps --deterministic when set, nothing else
+PLUMBING_FLAGS = ('deterministic', 'dist_timeout')
 METHOD_FLAGS = {'gauss_num': ('macer', 'gaussian'), 'lbd': ('macer',), 'lbd_after': ('macer',), 'gamma': ('macer',),
                 'num_noise_vec': ('smoothadv',), 'epsilon': ('smoothadv',), 'num_steps': ('smoothadv',),
                 'warmup': ('smoothadv',)}
@@ -62,9 +65,17 @@ def build_parser():
                         'NAME.json (without it, results are printed, not saved)')
     p.add_argument('--device', default='auto', help='auto (CUDA when present, else CPU), cpu, cuda or cuda:N')
     p.add_argument('--precision', default='fp32', choices=PRECISIONS,
-                   help='arithmetic of the network: fp32 (the paper\'s), bf16 (autocast, CPU and CUDA) or fp16 '
-                        '(autocast with a gradient scaler, CUDA). Lower precision is faster; its certificates hold '
-                        'for the network as run in that precision')
+                   help='arithmetic of the network: fp32 (the paper\'s: IEEE fp32 on every device, TF32 off), tf32 '
+                        '(CUDA, Ampere and newer: fp32 products and convolutions in TF32), bf16 (autocast, CPU and '
+                        'CUDA) or fp16 (autocast with a gradient scaler, CUDA). Lower precision is faster; its '
+                        'certificates hold for the network as run in that precision')
+    p.add_argument('--deterministic', action='store_true',
+                   help='deterministic algorithms and no cuDNN benchmarking: bit-exact runs on one GPU model (slower '
+                        'on GPUs; CPU runs are deterministic without it)')
+    p.add_argument('--dist_timeout', default=DEFAULT_DIST_TIMEOUT_H, type=positive_float, metavar='HOURS',
+                   help='under torchrun: how long a process waits for the others at a synchronisation point (a '
+                        'certification\'s final gather waits for the slowest share); a process that fails ends the '
+                        'job at once')
     p.add_argument('--memory_format', default='channels_last', choices=MEMORY_FORMATS,
                    help='tensor layout of the network: channels_last (faster on CPU and CUDA; same arithmetic up to '
                         'the order of summation) or contiguous (the public code\'s)')
@@ -115,7 +126,10 @@ def build_parser():
     g.add_argument('--cert_every', default=20, type=positive_int, help='... and every CERT_EVERY epochs after it')
 
     g = p.add_argument_group('smoothing (training and certification)')
-    g.add_argument('--sigma', default=0.25, type=positive_float, help='standard deviation of the Gaussian noise, in pixel units of [0, 1] images')
+    g.add_argument('--sigma', default=None, type=positive_float,
+                   help='standard deviation of the Gaussian noise, in pixel units of [0, 1] images (training: default '
+                        f'{DEFAULT_SIGMA}; certification: default the sigma the checkpoint was trained at, when it '
+                        f'records one, else {DEFAULT_SIGMA})')
     g.add_argument('--beta', default=16.0, type=positive_float, help='inverse temperature of the softmax (MACER loss and soft certification)')
 
     g = p.add_argument_group('certification')
@@ -181,6 +195,8 @@ def resolve(args):
         args.workers = 0 if args.dataset == 'digits' else min(4, len(os.sched_getaffinity(0)))
     if args.mode is None:
         args.mode = 'both' if args.task == 'test' else 'hard'
+    if args.sigma is None and args.task == 'train':
+        args.sigma = DEFAULT_SIGMA  # certification takes the checkpoint's (certification.resolve_sigma)
     if args.task == 'train':
         args.input_layer = args.input_layer or 'none'
         if args.input_layer != 'none' and args.dataset not in NORMALIZATION:
@@ -214,5 +230,7 @@ def record(args):
             continue
         if key == 'beta' and args.mode == 'hard' and not (args.task == 'train' and args.method == 'macer'):
             continue
+        if key in PLUMBING_FLAGS and not (key == 'deterministic' and value):
+            continue  # a run's record keeps --deterministic when it was set, never the timeout
         out[key] = value
     return out

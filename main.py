@@ -28,6 +28,7 @@ def run_train(args, device, job):
     certifier = Certifier(args, device, job, command_record(record))
 
     def certify_epoch(model, runner, epoch, pending_only, run_id):
+        # `runner`'s network without DistributedDataParallel (Certifier takes runner.unsynced)
         job.print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N}'
                   f'{"" if args.matdir else ", printed only: no --matdir"})', flush=True)
         certifier(model, runner, epoch, 'hard', extra={'checkpoint': {'epoch': epoch, 'run_id': run_id}},
@@ -41,17 +42,19 @@ def run_train(args, device, job):
 def main(argv=None):
     args = cli.parse_args(argv)
     job = Distributed()
+    failed = True
     try:
         # under torchrun (WORLD_SIZE > 1) every process joins the job: Gloo on CPU, NCCL on GPUs
-        job = Distributed.from_environment(args.device)
+        job = Distributed.from_environment(args.device, args.dist_timeout)
         cli.resolve(args)
         device = pick_device(args.device, job)
         check_precision(args.precision, device)
-        speed_settings(device)
+        speed_settings(device, args.precision, args.deterministic)
         if args.task == 'test':
-            run_test(args, device, job, cli.record(args))
+            run_test(args, device, job)
         else:
             run_train(args, device, job)
+        failed = False
     except UsageError as e:
         print(f'error: {e}' if job.is_main else f'error (rank {job.rank}): {e}', file=sys.stderr)
         return 2
@@ -64,7 +67,7 @@ def main(argv=None):
         print('\ninterrupted: rerun the same command to resume', file=sys.stderr)
         return 130
     finally:
-        job.close()
+        job.close(failed)
     return 0
 
 

@@ -6,6 +6,7 @@ reason. The defaults keep the paper's arithmetic (fp32); lower precision is a fl
 certificate made with it holds for the model as it is run (inputs rounded to bf16 / fp16 inside the
 network), not for the fp32 model.
 """
+import datetime
 import os
 import platform
 
@@ -15,7 +16,14 @@ import torch.nn as nn
 
 from common import SingleProcess, UsageError
 
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')
+# autocast's dtype per precision (None: no autocast; fp32 and tf32 differ in the fp32 precision of the kernels)
+AUTOCAST = {'fp32': None, 'tf32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+# how long a rank of a torchrun job waits at a collective (a barrier, the final gather of a certification)
+# for the others: certification shares can differ by hours (early abstention, a resumed job), so the
+# default is a day, not NCCL's 10 minutes; a rank that fails ends the job at once through torchrun
+DEFAULT_DIST_TIMEOUT_H = 24.0
 MEMORY_FORMATS = ('channels_last', 'contiguous')
 
 
@@ -31,18 +39,31 @@ class Distributed(SingleProcess):
         self.rank, self.world, self.local_rank = rank, world, local_rank
 
     @classmethod
-    def from_environment(cls, device_spec):
+    def from_environment(cls, device_spec, timeout_hours=DEFAULT_DIST_TIMEOUT_H):
         """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*):
-        NCCL between GPUs, Gloo between CPU processes."""
+        NCCL between GPUs, Gloo between CPU processes. `timeout_hours`: how long a rank waits for the
+        others at a collective before the job fails."""
         world = int(os.environ.get('WORLD_SIZE', '1'))
         if world <= 1:
             return cls()
         rank, local_rank = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
+        if device_spec not in ('auto', 'cpu', 'cuda'):
+            raise UsageError(f'--device {device_spec} under torchrun would put every process on one device: each '
+                             f'process takes the GPU of its local rank; use --device cuda (or auto), and '
+                             f'CUDA_VISIBLE_DEVICES to choose the GPUs')
         cuda = torch.cuda.is_available() and device_spec != 'cpu'
         if cuda:
+            if local_rank >= torch.cuda.device_count():
+                raise UsageError(f'process of local rank {local_rank} has no GPU of its own: this machine shows '
+                                 f'{torch.cuda.device_count()}; start at most that many processes per node '
+                                 f'(torchrun --nproc_per_node)')
             torch.cuda.set_device(local_rank)
         if not torch_dist.is_initialized():
-            torch_dist.init_process_group('nccl' if cuda else 'gloo')
+            timeout = datetime.timedelta(hours=timeout_hours)
+            if cuda:
+                torch_dist.init_process_group('nccl', timeout=timeout, device_id=torch.device('cuda', local_rank))
+            else:
+                torch_dist.init_process_group('gloo', timeout=timeout)
         return cls(rank, world, local_rank)
 
     def barrier(self):
@@ -54,6 +75,14 @@ class Distributed(SingleProcess):
         if self.world > 1:
             torch_dist.all_reduce(tensor)
         return tensor
+
+    def broadcast_buffers(self, module):
+        """Give every rank rank 0's buffers of `module` (BatchNorm's running statistics): DDP broadcasts them
+        at the start of each forward, so after an epoch's last step the ranks' copies differ until then.
+        Called before a checkpoint is saved or certified."""
+        if self.world > 1:
+            for buffer in module.buffers():
+                torch_dist.broadcast(buffer.data, src=0)
 
     def gather(self, obj):
         if self.world == 1:
@@ -76,8 +105,11 @@ class Distributed(SingleProcess):
             raise UsageError(box[1])
         return box[0]
 
-    def close(self):
-        if self.world > 1 and torch_dist.is_initialized():
+    def close(self, failed=False):
+        """Leave the job. After a failure the process group is not torn down: the other ranks may be
+        waiting at a collective, where NCCL's teardown would wait with them; this process exits
+        instead, and torchrun then ends the others."""
+        if self.world > 1 and torch_dist.is_initialized() and not failed:
             torch_dist.destroy_process_group()
 
 
@@ -105,17 +137,50 @@ def pick_device(spec, dist=None):
     return device
 
 
-def speed_settings(device):
-    """The process-wide speed settings of a device."""
-    if device.type == 'cuda':
+def speed_settings(device, precision='fp32', deterministic=False):
+    """The process-wide settings of a device: the fp32 precision of its kernels, and cuDNN's choice of
+    algorithms.
+
+    fp32 (and bf16 / fp16, whose autocast leaves some operations in fp32) means IEEE fp32 on every
+    device: PyTorch runs fp32 convolutions as TF32 on Ampere and newer GPUs unless told otherwise.
+    tf32 allows TF32 in CUDA matrix products and convolutions (10-bit mantissa; faster, other numbers).
+    deterministic: PyTorch's deterministic algorithms and no cuDNN benchmarking (an operation that has
+    no deterministic version warns, and runs its usual kernel), for bit-exact runs on one GPU model.
+    """
+    fp32 = 'tf32' if precision == 'tf32' else 'ieee'
+    torch.backends.fp32_precision = 'ieee'
+    torch.backends.cuda.matmul.fp32_precision = fp32
+    torch.backends.cudnn.conv.fp32_precision = fp32
+    torch.backends.cudnn.rnn.fp32_precision = fp32
+    torch.backends.mkldnn.matmul.fp32_precision = 'ieee'
+    torch.backends.mkldnn.conv.fp32_precision = 'ieee'
+    if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace; read when its first handle is made, so
+        # set before any CUDA work (main calls this before building a model)
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif device.type == 'cuda':
         # input sizes never change: let cuDNN time its convolution algorithms once and keep the fastest
+        # (the choice can differ between runs, and so can the last bits of the results)
         torch.backends.cudnn.benchmark = True
+
+
+def fp32_settings():
+    """The fp32 precision the kernels run at now, per backend (for the GPU check and the tests)."""
+    return {'cuda.matmul': torch.backends.cuda.matmul.fp32_precision,
+            'cudnn.conv': torch.backends.cudnn.conv.fp32_precision,
+            'mkldnn.conv': torch.backends.mkldnn.conv.fp32_precision,
+            'mkldnn.matmul': torch.backends.mkldnn.matmul.fp32_precision}
 
 
 def check_precision(precision, device):
     if precision == 'fp16' and device.type != 'cuda':
         raise UsageError('--precision fp16 needs CUDA (half-precision convolutions on CPU are slow and its '
                          'gradient scaler is CUDA-only); use --precision bf16 on CPU')
+    if precision == 'tf32' and device.type != 'cuda':
+        raise UsageError('--precision tf32 is a mode of NVIDIA GPUs (Ampere and newer); on CPU use fp32 or bf16')
 
 
 class Runner(nn.Module):
@@ -131,7 +196,7 @@ class Runner(nn.Module):
         device = torch.device(device)
         self.model = model
         self.device_type = device.type
-        self.dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+        self.dtype = AUTOCAST[precision]
         # channels_last: oneDNN (CPU) and cuDNN tensor cores (CUDA) run these convolutions fastest on
         # NHWC; measured 2.3x (LeNet) and 1.2-1.5x (ResNet-110) on the forward pass on two CPU cores.
         # Set before DDP wraps the model, whose gradient buckets follow the parameters' layout.
@@ -145,6 +210,8 @@ class Runner(nn.Module):
         # compile fuses the elementwise tail of each layer; it pays off on long runs, costs minutes to start
         self.forward_fn = torch.compile(synced) if compile else synced
         self.local_fn = self.forward_fn if synced is model else (torch.compile(model) if compile else model)
+        # kept out of the module tree (not a submodule): it only points back at this runner
+        object.__setattr__(self, 'unsynced', _Unsynced(self))
 
     def _run(self, fn, x):
         if self.channels_last and x.dim() == 4:
@@ -159,6 +226,34 @@ class Runner(nn.Module):
 
     def local(self, x):
         return self._run(self.local_fn, x)
+
+
+class _Unsynced(nn.Module):
+    """The network as run, without DistributedDataParallel: what certification calls. DDP's forward
+    broadcasts buffers from rank 0, a collective that a rank with no image to certify never joins (the
+    job would hang); certification needs no synchronisation, each rank certifies its own images."""
+
+    def __init__(self, runner):
+        super().__init__()
+        self.runner = [runner]  # a list: not registered as a submodule (no cycle in .modules())
+
+    def forward(self, x):
+        return self.runner[0].local(x)
+
+    def train(self, mode=True):
+        self.runner[0].train(mode)  # Smooth calls .eval(): the network as run switches to eval mode
+        return super().train(mode)
+
+
+def gpu_model(device):
+    """The GPU model a CUDA `device` is ('NVIDIA H100 80GB HBM3', ...), None for the CPU.
+
+    Noise drawn on a GPU and the kernels it runs depend on its model: results are bit-exact on one GPU
+    model only, so checkpoints and result identities record it."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return None
+    return torch.cuda.get_device_name(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def cpu_name():

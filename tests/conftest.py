@@ -56,3 +56,19 @@ def digits_lenet(tmp_path_factory):
     path = tmp_path_factory.mktemp('ckpt') / 'lenet_digits.pth'
     torch.save({'net': net.state_dict(), 'epoch': 8}, path)
     return str(path)
+
+
+def imagenet_folder(root, classes=2, per_class=4, size=(40, 48), seed=0):
+    """An ImageNet-layout folder of small random PNGs (ROOT/train/CLASS/*.png, ROOT/val/CLASS/*.png):
+    the real ImageFolder reader, with the real augmentation, without ImageNet. Returns `root`."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.RandomState(seed)
+    for split in ('train', 'val'):
+        for c in range(classes):
+            folder = os.path.join(str(root), split, f'n{c:08d}')
+            os.makedirs(folder, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.randint(0, 256, size=(size[0], size[1], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(os.path.join(folder, f'{split}_{c}_{i}.png'))
+    return str(root)

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import scipy.io as sio
 import torch
@@ -14,10 +15,10 @@ from rs.results import parse_log
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 
 
-def torchrun(*args, procs=2):
+def torchrun(*args, procs=2, timeout=600, script=None):
     return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
-                           str(procs), os.path.join(ROOT, 'main.py'), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env=ENV, timeout=600)
+                           str(procs), script or os.path.join(ROOT, 'main.py'), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=ENV, timeout=timeout)
 
 
 def rows(path):
@@ -66,3 +67,67 @@ def test_distributed_training_resumes_exactly_and_writes_from_rank_0(tmp_path):
     # one process cannot continue a two-process run exactly, and says so
     r = run_main(*TRAIN, '--epochs', '4', '--ckptdir', tmp_path / 'b', '--resume_ckpt', tmp_path / 'b' / 'latest.pth')
     assert r.returncode == 2 and 'job of 2 processes' in r.stderr
+
+
+def resnet50_macer_file(path):
+    """A random ResNet-50 (BatchNorm buffers) in the MACER code's `{'net', 'epoch'}` format."""
+    from model import build_model
+    torch.manual_seed(0)
+    net = build_model('resnet50', 1000)
+    torch.save({'net': net.state_dict(), 'epoch': 1}, path)
+    return str(path)
+
+
+def test_sharded_certification_of_a_batchnorm_network_with_more_processes_than_images(tmp_path):
+    # a rank with no image to certify must not hang the job: certification never goes through
+    # DistributedDataParallel, whose forward broadcasts buffers in a collective
+    from conftest import imagenet_folder
+    root = imagenet_folder(tmp_path / 'imagenet', classes=1, per_class=1)
+    ckpt = resnet50_macer_file(tmp_path / 'r50.pth')
+    cert = ['--task', 'test', '--dataset', 'imagenet', '--root', root, '--resume_ckpt', ckpt, '--start_img', '0',
+            '--num_img', '1', '--N0', '4', '--N', '12', '--certify_batch', '8', '--alpha', '0.1', '--quiet']
+    shared = torchrun(*cert, '--matdir', tmp_path / 'two', procs=2, timeout=300)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    single = run_main(*cert, '--matdir', tmp_path / 'one', env=ENV)
+    assert single.returncode == 0, single.stderr[-3000:]
+    for mode in ('hard', 'soft'):
+        assert rows(tmp_path / 'two' / f'1.{mode}.tsv') == rows(tmp_path / 'one' / f'1.{mode}.tsv')
+    assert sorted(os.listdir(tmp_path / 'two')) == sorted(os.listdir(tmp_path / 'one'))
+
+
+RANK0_FAILS = """
+import os, sys, time
+sys.path.insert(0, os.getcwd())
+import rs.certify
+from rs.core import NonFiniteOutput
+real = rs.certify.Smooth.evidence
+
+def evidence(self, *args, **kwargs):
+    if os.environ['RANK'] == '0':
+        raise NonFiniteOutput('injected')
+    time.sleep(300)  # rank 1 would certify for minutes
+    return real(self, *args, **kwargs)
+
+rs.certify.Smooth.evidence = evidence
+import main
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+def test_an_error_on_rank_0_ends_the_other_ranks_promptly(tmp_path, digits_lenet):
+    script = tmp_path / 'rank0_fails.py'
+    script.write_text(RANK0_FAILS)
+    t0 = time.monotonic()
+    r = torchrun(*CERT, '--resume_ckpt', digits_lenet, '--matdir', tmp_path / 'mat', script=str(script), timeout=280)
+    elapsed = time.monotonic() - t0
+    assert r.returncode != 0
+    assert 'error: the network\'s outputs on test image' in r.stderr
+    assert elapsed < 120, elapsed  # not the 300 s rank 1 would take, nor a timeout
+
+
+def test_a_cuda_device_index_under_torchrun_is_a_usage_error():
+    env = dict(ENV, WORLD_SIZE='2', RANK='0', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT='29599')
+    r = run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', 'checkpoints/digits-macer-0.25.pth',
+                 '--device', 'cuda:1', env=env, timeout=60)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
+    assert 'each process takes the GPU of its local rank' in r.stderr
