@@ -28,13 +28,13 @@ import pickle
 import stat
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
 
 from common import VERSION, UsageError, atomic_write, first_line
-from data import DATASETS, NUM_CLASSES
+from data import DATASETS, INPUT_SHAPE, NUM_CLASSES
 from model import ARCH_INPUT, ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION, base_network, build_model
 
 FORMAT = 'macer-reimpl/1'
@@ -231,19 +231,49 @@ def check_dataset(ckpt: Checkpoint, dataset: str) -> None:
                          f'--dataset {ckpt.dataset}')
 
 
-def load_model(path: str, dataset: str, input_layer: Optional[str] = None, arch: Optional[str] = None) -> nn.Module:
+def check_fit(arch: str, dataset: str, source: Optional[str] = None, fix: Optional[str] = None) -> None:
+    """Refuse an architecture whose input does not fit the data set's images (`model.ARCH_INPUT`,
+    `data.INPUT_SHAPE`): the channels must match, and the size too but for ResNet-50 (it pools to any size).
+
+    The one check of the command line (`--arch`) and of `load_model`; `source` names where `arch` came
+    from and `fix` the remedy, for the message (default: the --arch flag).
+    """
+    want, have = ARCH_INPUT[arch], INPUT_SHAPE[dataset]
+    if want[0] != have[0] or (arch != 'resnet50' and want != have):
+        source = source or f'--arch {arch}'
+        fix = fix or f'leave --arch out to use the architecture of {dataset}'
+        raise UsageError(f'{source} takes {"x".join(map(str, want))} inputs but {dataset} images are '
+                         f'{"x".join(map(str, have))}; {fix}')
+
+
+def load_model(path: Union[str, 'os.PathLike[str]'], dataset: str, input_layer: Optional[str] = None,
+               arch: Optional[str] = None) -> nn.Module:
     """The network of checkpoint `path` as its authors ran it: an `nn.Module` on images in [0, 1], in eval mode.
 
     Reads this project's, the MACER code's and Cohen's/Salman's formats. `input_layer` (None,
     'normalize' or 'center'): None means what the file records, or Cohen's 'normalize' for a
     Cohen/Salman file, which records nothing (most of Salman's models need 'center'). `arch`: by
-    default what the file records, else the data set's architecture. Raises `common.UsageError`
-    with a one-line message for anything that does not fit.
+    default what the file records, else the data set's architecture; it must take the data set's
+    images, as on the command line (`check_fit`). Raises `common.UsageError` with a one-line message
+    for anything that does not fit.
     """
-    if dataset not in DATASETS:
-        raise UsageError(f'unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
-    ckpt = read_checkpoint(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f'load_model: the checkpoint path is {path!r}, not a file name')
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise UsageError(f'load_model: unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
+    if input_layer is not None and (not isinstance(input_layer, str) or input_layer not in INPUT_LAYERS):
+        raise UsageError(f'load_model: unknown input_layer {input_layer!r}; choose one of {", ".join(INPUT_LAYERS)} '
+                         f'(or None: what the file records)')
+    if arch is not None and (not isinstance(arch, str) or arch not in ARCHS):
+        raise UsageError(f'load_model: unknown arch {arch!r}; choose one of {", ".join(ARCHS)} (or None: what the '
+                         f'file records)')
+    if arch is not None:
+        check_fit(arch, dataset, f'load_model: arch={arch!r}', f'leave arch out to use the architecture of {dataset}')
+    ckpt = read_checkpoint(os.fspath(path))
     check_dataset(ckpt, dataset)
+    if arch is None and ckpt.arch is not None:
+        check_fit(ckpt.arch, dataset, f'checkpoint {ckpt.path} holds a {ckpt.arch}, which',
+                  'give the data set it was trained on')
     arch = arch or ckpt.arch or DEFAULT_ARCH[dataset]
     return fit_model(ckpt, arch, NUM_CLASSES[dataset], f'--dataset {dataset}', input_layer).eval()
 
@@ -269,14 +299,20 @@ def load_weights(net: nn.Module, state_dict: dict, source: str, target: str) -> 
 
 
 def content(model: nn.Module, *, epoch: int, arch: str, dataset: str, num_classes: int, input_layer: str,
-            stats: Optional[str], args: dict, run_id: str, history: list, **training) -> dict:
+            stats: Optional[str], args: dict, run_id: str, history: list, device: Optional[dict] = None,
+            **training) -> dict:
     """This project's checkpoint as a dict: the format `read_checkpoint` reads back.
 
-    `training` holds what resuming needs (`optimizer`, `scheduler`, `scaler`, `rng` state dicts).
+    `device`: the hardware that trained it (`train.device_record`: {'type', 'gpu', 'cpu'}), absent when
+    not given: a run continues bit for bit on the same device model only. `training` holds what resuming
+    needs (`optimizer`, `scheduler`, `scaler`, `rng` state dicts).
     """
-    return {'format': FORMAT, 'version': VERSION, 'run_id': run_id, 'net': base_network(model).state_dict(),
-            'epoch': epoch, 'arch': arch, 'dataset': dataset, 'input_layer': input_layer, 'normalization': stats,
-            'num_classes': num_classes, 'args': args, 'history': history, **training}
+    out = {'format': FORMAT, 'version': VERSION, 'run_id': run_id, 'net': base_network(model).state_dict(),
+           'epoch': epoch, 'arch': arch, 'dataset': dataset, 'input_layer': input_layer, 'normalization': stats,
+           'num_classes': num_classes, 'args': args, 'history': history, **training}
+    if device is not None:
+        out['device'] = device
+    return out
 
 
 def slim(full: dict) -> dict:

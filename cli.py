@@ -9,9 +9,10 @@ import os
 
 from argtypes import HelpFormatter, Parser, file_name, momentum_type, nonneg_float, nonneg_int, positive_float, \
     positive_int, probability, radius_type
+from checkpoint import check_fit
 from common import VERSION, UsageError, writable_dir
-from data import DATASETS, INPUT_SHAPE
-from model import ARCH_INPUT, ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
+from data import DATASETS
+from model import ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
 from presets import PRESETS
 from rs.stats import MODE_CHOICES
 from runtime import DEFAULT_DIST_TIMEOUT_H, MEMORY_FORMATS, PRECISIONS
@@ -170,13 +171,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args._given = given_flags(build_parser(), argv)
     return args
-
-
-def check_fit(arch, dataset):
-    want, have = ARCH_INPUT[arch], INPUT_SHAPE[dataset]
-    if want[0] != have[0] or (arch != 'resnet50' and want != have):
-        raise UsageError(f'--arch {arch} takes {"x".join(map(str, want))} inputs but {dataset} images are '
-                         f'{"x".join(map(str, have))}; leave --arch out to use the architecture of {dataset}')
 
 
 def given(path):

@@ -3,10 +3,12 @@
 Imports only the standard library, so `visualize/` (numpy, scipy and matplotlib only) can use it.
 """
 import errno
+import hashlib
 import json
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -62,6 +64,20 @@ def differences(theirs, mine, keys=None, prefix='', limit=3):
     keys = sorted(set(theirs) | set(mine)) if keys is None else keys
     differ = [k for k in keys if theirs.get(k) != mine.get(k)]
     return ', '.join(f'{prefix}{k} {theirs.get(k)} there, {mine.get(k)} now' for k in differ[:limit])
+
+
+def run_identity(run_id, history):
+    """The identity of the training run that wrote a checkpoint, from its `run_id` and `history` entries.
+
+    Checkpoints from before run identities existed get one derived from their first log record, which
+    holds that run's own timing: stable across its checkpoints, different between runs. None when the
+    checkpoint has neither.
+    """
+    if run_id is not None:
+        return run_id
+    if not history:
+        return None
+    return 'legacy-' + hashlib.sha256(json.dumps(history[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def is_disk_full(e, folder):
@@ -189,27 +205,192 @@ def writable_dir(path, flag):
     return path
 
 
+# the output sets `write_together` completed in this process, oldest first: what `run_command` reports as
+# written when a later step fails
+_WRITTEN: list = []
+
+
 def run_command(work, out):
-    """A command's body `work()`, returning its exit status: a UsageError, or a failed write of the outputs
-    named `out`, becomes one line on stderr and status 2 (the `visualize/` commands' shared ending)."""
+    """A command's body `work()`, returning its exit status: a UsageError or an OSError becomes one line on
+    stderr and status 2 (the `visualize/` commands' shared ending).
+
+    `work` writes its outputs (named `out` in messages) with `write_together`, whose own errors say what
+    was kept; for an error outside it, the line says whether any set had been written before it.
+    """
+    start = len(_WRITTEN)
     try:
         work()
-    except UsageError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f'error: cannot write {out}: {e.strerror or e}; no output was written', file=sys.stderr)
+    except (UsageError, OSError) as e:
+        if isinstance(e, UsageError):
+            message = str(e)
+        else:
+            message = f'{e.strerror or first_line(e)}' + (f' ({e.filename})' if e.filename else '')
+        written = _WRITTEN[start:]
+        if written:
+            message += f'; {", ".join(written)} had been written before it, complete'
+        elif not isinstance(e, UsageError):
+            message += f'; no output was written ({out} as before)'
+        print(f'error: {message}', file=sys.stderr)
         return 2
     return 0
 
 
 def output_folder(prefix, flag='--out'):
-    """Create the folder of an output prefix; a UsageError when a file stands in its way."""
+    """Create the folder of an output prefix; a UsageError when a file stands in its way or it cannot be made."""
     folder = os.path.dirname(os.path.abspath(prefix))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UsageError(f'{flag} {prefix}: {folder} is a file, not a folder')
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f'{flag} {prefix}: cannot create the folder {folder} ({e.strerror}); choose a folder you '
+                         f'can write to') from None
     return folder
+
+
+# how long a command waits for another that is writing the same output set (seconds): a set is written in
+# seconds, so the second command then writes its own whole set after the first instead of failing
+OUTPUT_LOCK_WAIT = 60.0
+
+
+class OutputSet:
+    """Several output files written as one set: afterwards all are new, or all are as they were.
+
+    `outputs`: [(path, write(tmp_path))]. Each file is written to a temporary of its own (mkstemp's
+    unique names, so two commands with one prefix never share one); once every one is complete, the
+    files are renamed into place one after the other. The previous version of each is kept aside (a
+    hard link) until the last rename and put back if a rename fails, so an error leaves every file as
+    it was; the error says so, or, if putting a file back failed too, which files are new and where the
+    previous versions are. The set is written under a lock (`.FIRST.lock` beside its first file): a
+    second command writing the same set waits up to `OUTPUT_LOCK_WAIT` seconds and then writes its own
+    whole set, so the two never mix. A SIGKILL between two renames (microseconds) is the one case that
+    can leave a mix; the temporaries it leaves (`.NAME.macer-tmp-*.tmp`) are removed by the next write.
+    """
+
+    def __init__(self, outputs, what):
+        self.outputs = [(os.path.abspath(p), w) for p, w in outputs]
+        self.what = what
+
+    def write(self):
+        if not self.outputs:
+            return
+        for path, _ in self.outputs:
+            if os.path.isdir(path):
+                raise UsageError(f'cannot write {self.what}: {path} is a folder; move it away or choose another '
+                                 f'--out (no output was changed)')
+        first = self.outputs[0][0]
+        lock = FolderLock(os.path.join(os.path.dirname(first), '.' + os.path.basename(first) + '.lock'),
+                          self.what, 'choose another --out')
+        lock.acquire(wait=OUTPUT_LOCK_WAIT)
+        try:
+            self._write_locked()
+        finally:
+            lock.release()
+        _WRITTEN.append(self.what)
+
+    def _write_locked(self):
+        names = {os.path.basename(p) for p, _ in self.outputs}
+        folders = sorted({os.path.dirname(p) for p, _ in self.outputs})
+        for folder in folders:  # under the set's lock, these names' temporaries are left by a killed write
+            remove_stale_temporaries(folder, names.__contains__)
+        temporaries = []
+        try:
+            for path, write in self.outputs:
+                temporaries.append(_temporary(path))
+                write(temporaries[-1])
+                with open(temporaries[-1], 'rb+') as f:
+                    os.fsync(f.fileno())
+        except BaseException as e:
+            for tmp in temporaries:
+                _remove(tmp)
+            raise self._error(e, 'no output was changed, every file of the set is as it was before') from None
+        self._swap([(path, tmp) for (path, _), tmp in zip(self.outputs, temporaries)])
+        for folder in folders:
+            _fsync_dir(folder)
+
+    def _swap(self, pairs):
+        """Rename every temporary over its file; on a failure, put every file back as it was."""
+        kept, done = {}, []  # kept: path -> its previous version, linked aside
+        try:
+            for path, _ in pairs:
+                if os.path.lexists(path):
+                    kept[path] = _keep_aside(path)
+            for path, tmp in pairs:
+                os.replace(tmp, path)
+                done.append(path)
+        except BaseException as e:
+            stuck = []  # files whose previous version could not be put back
+            for path in reversed(done):
+                try:
+                    if path in kept:
+                        os.replace(kept[path], path)
+                        del kept[path]
+                    else:
+                        os.unlink(path)
+                except OSError:
+                    stuck.append(path)
+            for path, tmp in pairs:
+                _remove(tmp)
+            for path, aside in kept.items():
+                if path not in stuck:
+                    _remove(aside)
+            if stuck:
+                previous = '; '.join(f'the previous {p} is {kept[p]}' for p in stuck if p in kept)
+                raise self._error(e, f'the set is mixed: {", ".join(stuck)} new, every other file as before'
+                                  + (f' ({previous})' if previous else '') + '; rerun to write it whole') from None
+            raise self._error(e, 'no output was changed, every file of the set is as it was before') from None
+        for aside in kept.values():
+            _remove(aside)
+
+    def _error(self, e, kept):
+        """The one-line error for exception `e` met while writing the set, `kept` saying what was left."""
+        if isinstance(e, (OSError, RuntimeError)):
+            full = is_disk_full(e, os.path.dirname(self.outputs[0][0]))
+            return (DiskFull if full else UsageError)(
+                f'cannot write {self.what} ({first_line(e)}): {kept}' + ('; free some space and rerun' if full else ''))
+        if isinstance(e, UsageError):
+            return type(e)(f'{e}; {kept}')
+        return e  # a bug or an interrupt: raised as it is, the files as `kept` says
+
+
+def _temporary(path):
+    """A new empty file beside `path`, named as `remove_stale_temporaries` recognises, with open()'s permissions."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + _TMP_TAG,
+                               suffix='.tmp')
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
+    return tmp
+
+
+def _keep_aside(path):
+    """A second name for `path`'s current content (a hard link, or a copy where links are not supported)."""
+    aside = _temporary(path)
+    os.unlink(aside)
+    try:
+        os.link(path, aside, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(path, aside, follow_symlinks=False)
+    return aside
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_together(outputs, what):
+    """Write [(path, write(tmp_path))] as one set (`OutputSet`): all new, or all as before."""
+    OutputSet(outputs, what).write()
+
+
+def text_writer(text):
+    """A `write(tmp_path)` for `write_together` that writes `text`."""
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+    return write
 
 
 class FolderLock:
@@ -217,22 +398,26 @@ class FolderLock:
 
     `fcntl.flock` on `path`: the kernel releases it when the process ends, however it ends, so a
     SIGKILL never leaves a stale lock (on NFS, Linux maps flock onto the server's byte-range locks).
-    The holder writes its PID, host, start time and command into the file; a second process fails at
-    once with a UsageError that names them. `what` says what is locked, for that message (e.g.
-    '--ckptdir runs/a'). The file is removed when the lock is released; a file left by a killed
-    process is simply locked again.
+    The holder writes its PID, host, start time and command into the file; a second process fails
+    (at once, or after `acquire(wait)` seconds) with a UsageError that names them. `what` says what is
+    locked, for that message (e.g. '--ckptdir runs/a'). The file is removed when the lock is released;
+    a file left by a killed process is simply locked again.
     """
 
     def __init__(self, path, what, hint):
         self.path, self.what, self.hint = path, what, hint
         self.fd = None
 
-    def acquire(self):
+    def acquire(self, wait=0.0):
         import fcntl
+        deadline = time.monotonic() + wait
+        told = False
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
             except OSError as e:
+                if e.errno == errno.EISDIR:
+                    raise UsageError(f'{self.path} is a folder, not a lock file; move it away') from None
                 if is_disk_full(e, os.path.dirname(self.path) or '.'):
                     raise DiskFull(f'cannot create the lock file {self.path}: the disk is full ({first_line(e)}); '
                                    f'nothing was written') from None
@@ -245,8 +430,14 @@ class FolderLock:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise UsageError(f'cannot lock {self.path} ({e.strerror}); the file system of {self.what} '
                                      f'does not support locks: choose a local or NFSv4 folder') from None
-                raise UsageError(f'{self.what} is in use by {self._holder()}; wait for it to end, or '
-                                 f'{self.hint}') from None
+                if time.monotonic() >= deadline:
+                    raise UsageError(f'{self.what} is in use by {self._holder()}; wait for it to end, or '
+                                     f'{self.hint}') from None
+                if not told:
+                    print(f'note: {self.what} is in use by {self._holder()}; waiting up to {wait:g} s', flush=True)
+                    told = True
+                time.sleep(0.05)
+                continue
             # the holder before us may have removed the file between our open and our lock: then this
             # lock is on a file nobody else will see, so start again on the file that is there now
             try:

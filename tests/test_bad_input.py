@@ -137,6 +137,9 @@ def cases(ws, ckpt):
         (TEST + ['--resume_ckpt', ckpt, '--matdir', ws / 'mat', '--start_img', '0', '--num_img', '3', '--N', '200'],
          'holds results made with other arguments'),
         (TRAIN + ['--precision', 'fp16', '--device', 'cpu'], '--precision fp16 needs CUDA'),
+        (TRAIN + ['--precision', 'tf32', '--device', 'cpu'], '--precision tf32 is a mode of NVIDIA GPUs'),
+        (TRAIN + ['--dist_timeout', '0'], '--dist_timeout: must be a positive number'),
+        (TEST + ['--resume_ckpt', ckpt, '--precision', 'tf32'], '--precision tf32 is a mode of NVIDIA GPUs'),
         (TRAIN + ['--normalize'], 'there are none for digits (only cifar10, imagenet); add --input_layer none'),
         (TRAIN + ['--device', 'tpu'], '--device'),
         # checkpoints that are not regular files, or not what they claim

@@ -244,12 +244,17 @@ def test_training_curves_of_several_runs_with_their_certified_acr(tmp_path, caps
                     'lambda': 4.0, 'hinge_kept': 0.3, 'seconds': 1.0} for e in range(1, 5)]
         (folder / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
         runs[name] = folder
+    import torch
+    torch.save({'run_id': 'run-a', 'net': {'w': torch.ones(1)}, 'epoch': 4}, runs['a'] / 'latest.pth')
     mat = tmp_path / 'mat'
     mat.mkdir()
     for epoch, value in ((2, 0.4), (4, 0.5)):
-        (mat / f'{epoch}.json').write_text(json.dumps({'status': 'complete', 'summary': {'hard': {'acr': value}}}))
+        (mat / f'{epoch}.json').write_text(json.dumps({'status': 'complete', 'summary': {'hard': {'acr': value}},
+                                                       'identity': {'sigma': 0.25, 'N': 1000},
+                                                       'checkpoint': {'epoch': epoch, 'run_id': 'run-a'}}))
     (mat / '9.json').write_text(json.dumps({'status': 'running'}))  # unfinished: left out
-    logs, acrs = [trainingcurves.read_log(str(runs[n] / 'log.jsonl')) for n in 'ab'], [trainingcurves.certified_acr(str(mat)), {}]
+    logs = [trainingcurves.read_log(str(runs[n] / 'log.jsonl')) for n in 'ab']
+    acrs = [trainingcurves.certified_acr(str(mat), str(runs['a'] / 'log.jsonl'))[0], {}]
     assert acrs[0] == {2: 0.4, 4: 0.5}
     fig = trainingcurves.figure(['A', 'B'], logs, acrs)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]

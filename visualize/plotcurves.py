@@ -4,7 +4,7 @@
 
 writes PREFIX.png and PREFIX.pdf (certified accuracy against L2 radius, one line per file, as the
 MACER paper's Figure 1) and PREFIX.md, PREFIX.tex and PREFIX.csv (certified accuracy at a grid of
-radii and the ACR, one row per file): all five, or none when anything fails.
+radii and the ACR, one row per file): all five new, or all five as they were when anything fails.
 
 Semantics (docs/METHOD.md, "Metrics"): a wrong or abstained image counts as radius 0, i.e. it is never
 certified; a TSV row with `correct` 0 does not count whatever its radius; the certified accuracy at
@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from argtypes import HelpFormatter, Parser, nonneg_float, positive_float  # noqa: E402
-from common import UsageError, output_folder, run_command  # noqa: E402
+from common import UsageError, first_line, output_folder, run_command, text_writer, write_together  # noqa: E402
 from rs.results import largest_radius, read_mat, tsv_radii  # noqa: E402
 from rs.stats import GRID, acr, certified_accuracy  # noqa: E402
 
@@ -168,28 +168,34 @@ def cliffs_of(records):
     return sorted(set(radii)), caption
 
 
-def write_figure(prefix, fig, extensions, texts=None):
-    """PREFIX + each extension: the figure in that format, or `texts[ext]`. Everything goes to temporary
-    files first, then all are renamed into place: every output, or none of them (never new tables
-    beside an older figure)."""
+def typeset(make):
+    """`make()`, which draws a figure; matplotlib's ValueError for a label or title it cannot typeset (TeX math
+    between dollar signs) becomes a one-line UsageError."""
+    try:
+        return make()
+    except ValueError as e:
+        raise UsageError(f'cannot typeset the figure\'s text ({first_line(e)}): a label or --title with $...$ is '
+                         f'read as TeX math; write \\$ for a dollar sign') from None
+
+
+def figure_writer(fig, fmt):
+    """A `write(tmp_path)` for `common.write_together` that saves `fig` in format `fmt` ('png', 'pdf'): given,
+    since the temporary file's name ends in .tmp, from which savefig would pick no format."""
+    def write(tmp):
+        fig.savefig(tmp, format=fmt, dpi=150)
+    return write
+
+
+def write_figure(prefix, fig, extensions, what, texts=None):
+    """PREFIX + each extension: the figure in that format, or `texts[ext]`, written as one set
+    (`common.write_together`): all new, or all as they were (never new tables beside an older figure)."""
     import matplotlib.pyplot as plt
     texts = texts or {}
-    temps = {}
     try:
-        for ext in extensions:
-            temps[ext] = os.path.join(os.path.dirname(prefix), f'.{os.path.basename(prefix)}{ext}.macer-tmp')
-            if ext in texts:
-                with open(temps[ext], 'w') as f:
-                    f.write(texts[ext])
-            else:
-                fig.savefig(temps[ext], format=ext[1:], dpi=150)
-        for ext in extensions:
-            os.replace(temps[ext], prefix + ext)
+        write_together([(prefix + ext, text_writer(texts[ext]) if ext in texts else figure_writer(fig, ext[1:]))
+                        for ext in extensions], what)
     finally:
         plt.close(fig)
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def build_parser():
@@ -233,9 +239,9 @@ def main(argv=None):
         output_folder(args.out)
         done['tables'] = tables(labels, table_rows(radii_list, args.grid), args.grid)
         cliffs, caption = cliffs_of([run_record(f, args.mode) for f in args.files])
-        fig = figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
-                     [c for c in cliffs if c <= max_radius], caption)
-        write_figure(os.path.abspath(args.out), fig, OUTPUTS, done['tables'])
+        fig = typeset(lambda: figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
+                                     [c for c in cliffs if c <= max_radius], caption))
+        write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'])
     status = run_command(work, f'{args.out}.*')
     if status == 0:
         print(done['tables']['.md'], end='')

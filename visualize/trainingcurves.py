@@ -7,18 +7,28 @@ loss, accuracy of the noisy training copies, learning rate, lambda, the weights'
 norms, the share of points MACER's hinge keeps) against the epoch, one line per run, and, where a
 run's `--matdir` is given, the certified ACR of each certified epoch (hard mode, from EPOCH.json).
 
-Needs numpy and matplotlib only; reads result files, never the model or training code.
+Only the run's own certifications are drawn: a certification written during training records the
+run that wrote it (`checkpoint: {epoch, run_id}`), and the run of a log is the one its folder's
+checkpoint (latest.pth, else the last EPOCH.pth) names. Certifications of other runs, and those of
+the run made with another sigma, N, alpha or set of test images than most of its others, are left
+out with a note.
+
+Needs numpy and matplotlib only; reads result files, never the model or training code (a checkpoint's
+run identity is read from its pickle without importing torch or building any object).
 """
+import collections
 import json
 import math
 import os
+import pickle
 import sys
+import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from argtypes import HelpFormatter, Parser  # noqa: E402
-from common import UsageError, output_folder, run_command  # noqa: E402
-from plotcurves import STYLES, write_figure  # noqa: E402
+from common import UsageError, output_folder, run_command, run_identity  # noqa: E402
+from plotcurves import STYLES, typeset, write_figure  # noqa: E402
 
 # (key in log.jsonl, panel title, log-scale y axis)
 QUANTITIES = (('classification', 'classification loss', True),
@@ -57,11 +67,113 @@ def read_log(path):
     return sorted(records, key=lambda r: r['epoch'])
 
 
-def certified_acr(matdir):
-    """{epoch: ACR} of the complete hard-mode certifications EPOCH.json in `matdir`."""
+# the checkpoint a run's folder holds beside its log.jsonl (train.LATEST), else its last EPOCH.pth
+LATEST = 'latest.pth'
+
+# what makes two certifications' ACR comparable: the noise, the sample size, the confidence, the test images
+SETTING = ('sigma', 'N', 'alpha', 'start_img', 'num_img', 'skip')
+
+
+class _Opaque:
+    """Stands for every object a checkpoint's pickle would build from a class or function (tensors, storages,
+    arrays): nothing is imported or run, and the plain values around them (str, int, float, list, dict,
+    tuple) are read as they are."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _Dict(dict):
+    """An OrderedDict of the pickle (a state_dict), without the attributes torch sets on it."""
+
+    def __setstate__(self, state):
+        pass
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        return _Dict if (module, name) == ('collections', 'OrderedDict') else _Opaque
+
+    def persistent_load(self, pid):
+        return None  # a tensor's storage: its bytes are never read
+
+
+def checkpoint_values(path):
+    """The plain values of a checkpoint that torch.save wrote (a zip whose FOLDER/data.pkl is the pickle),
+    without torch: tensors and other objects read as opaque placeholders. ValueError if it is not one."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
+            if len(names) != 1:
+                raise ValueError('no data.pkl')
+            with z.open(names[0]) as f:
+                return _PlainUnpickler(f).load()
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError,
+            KeyError, UnicodeDecodeError, MemoryError, RecursionError) as e:
+        raise ValueError(str(e)) from None
+
+
+def run_of(log):
+    """The identity of the training run whose log is `log`: the one the checkpoint beside it names
+    (latest.pth, else the last EPOCH.pth, as a resumed run reads its folder). (run_id, '') or (None, why not)."""
+    folder = os.path.dirname(os.path.abspath(log))
+    try:
+        names = os.listdir(folder)
+    except OSError as e:
+        return None, f'its folder cannot be read ({e.strerror})'
+    epochs = sorted((int(n[:-4]) for n in names if n.endswith('.pth') and n[:-4].isdigit()), reverse=True)
+    candidates = ([LATEST] if LATEST in names else []) + [f'{e}.pth' for e in epochs]
+    if not candidates:
+        return None, 'its folder holds no checkpoint of the run (latest.pth or EPOCH.pth) to name it'
+    try:
+        values = checkpoint_values(os.path.join(folder, candidates[0]))
+    except ValueError as e:
+        return None, f'{candidates[0]} beside it is not a checkpoint of this tool ({e})'
+    run_id = run_identity(values.get('run_id'), values.get('history')) if isinstance(values, dict) else None
+    if not isinstance(run_id, str):
+        return None, f'{candidates[0]} beside it names no training run'
+    return run_id, ''
+
+
+def _listed(names, limit=4):
+    names = sorted(names, key=lambda n: int(n[:-len('.json')]))
+    return ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+
+
+def _setting_text(setting, keys):
+    return ', '.join(f'{k} {setting.get(k)}' for k in keys)
+
+
+def certified_acr(matdir, log):
+    """The certified ACR of the run whose log is `log`, at each epoch it certified into `matdir`.
+
+    Returns ({epoch: ACR}, notes): the complete hard-mode certifications EPOCH.json that record this
+    run and epoch (`checkpoint: {epoch, run_id}`), made with the setting (SETTING) most of them share
+    (on a tie, that of the latest); `notes` says, one line each, which were left out and why. A
+    UsageError when the run of `log` cannot be named (no checkpoint beside it).
+    """
     if not os.path.isdir(matdir):
         raise UsageError(f'--matdirs: {matdir} is not a folder')
-    out = {}
+    run_id, why = run_of(log)
+    if run_id is None:
+        raise UsageError(f'--matdirs {matdir}: cannot tell which certifications there are of the run of {log}: '
+                         f'{why}; give - for it, or keep {log} beside the run\'s checkpoints')
+    found, other, unnamed, moved = {}, [], [], []
     for name in os.listdir(matdir):
         stem = name[:-len('.json')]
         if not (name.endswith('.json') and stem.isdigit()):
@@ -69,11 +181,44 @@ def certified_acr(matdir):
         try:
             with open(os.path.join(matdir, name)) as f:
                 record = json.load(f)
-            if record.get('status') == 'complete':
-                out[int(stem)] = float(record['summary']['hard']['acr'])
-        except (OSError, ValueError, KeyError, TypeError):
+            if record.get('status') != 'complete':
+                continue  # unfinished: nothing to draw yet
+            acr = float(record['summary']['hard']['acr'])
+            setting = {k: record['identity'].get(k) for k in SETTING}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a certification of this tool: left out of the figure
-    return out
+        written_by = record.get('checkpoint') if isinstance(record.get('checkpoint'), dict) else {}
+        if written_by.get('run_id') is None:
+            unnamed.append(name)
+        elif written_by['run_id'] != run_id:
+            other.append(name)
+        elif written_by.get('epoch') != int(stem):
+            moved.append(name)
+        else:
+            found[int(stem)] = (setting, acr)
+    notes = []
+    if other:
+        notes.append(f'{matdir}: left out {_listed(other)}, certifications of other training runs than that of {log}')
+    if unnamed:
+        notes.append(f'{matdir}: left out {_listed(unnamed)}, which record no training run (written by --task test '
+                     f'of another checkpoint, or before version 1.0)')
+    if moved:
+        notes.append(f'{matdir}: left out {_listed(moved)}, certifications of the run at another epoch than their name')
+    counts = collections.Counter(json.dumps(s, sort_keys=True) for s, _ in found.values())
+    if len(counts) > 1:
+        # most of the run's certifications decide; on a tie, the latest (the run's setting now)
+        latest = {json.dumps(found[e][0], sort_keys=True): e for e in sorted(found)}
+        chosen = json.loads(max(counts, key=lambda s: (counts[s], latest[s])))
+        for key in sorted(counts, key=lambda s: latest[s]):
+            if json.loads(key) == chosen:
+                continue
+            theirs = json.loads(key)
+            differ = [k for k in SETTING if theirs[k] != chosen[k]]
+            names = [f'{e}.json' for e, (s, _) in found.items() if s == theirs]
+            notes.append(f'{matdir}: left out {_listed(names)}, made with {_setting_text(theirs, differ)}, not the '
+                         f'{_setting_text(chosen, differ)} of the run\'s other certifications')
+        found = {e: v for e, v in found.items() if v[0] == chosen}
+    return {e: acr for e, (_, acr) in found.items()}, notes
 
 
 def _finite(values):
@@ -122,7 +267,8 @@ def build_parser():
     p.add_argument('logs', nargs='+', metavar='LOG', help='log.jsonl files (one per run, in its --ckptdir)')
     p.add_argument('--labels', nargs='+', default=None, help='one label per run (default: the folder names)')
     p.add_argument('--matdirs', nargs='+', default=None, metavar='MATDIR',
-                   help='one --matdir per run (or - for none), to draw the certified ACR of the certified epochs')
+                   help='one --matdir per run (or - for none), to draw the certified ACR of the epochs the run '
+                        'certified (only those of the run its log\'s checkpoint names, made with one setting)')
     p.add_argument('--title', default=None, help='title of the figure')
     p.add_argument('--out', required=True, help='prefix of the output files')
     return p
@@ -138,9 +284,15 @@ def main(argv=None):
                 raise UsageError(f'{len(given)} --{flag} for {len(args.logs)} logs: give one per log')
         labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in args.logs]
         logs = [read_log(p) for p in args.logs]
-        acrs = [certified_acr(m) if m != '-' else {} for m in (args.matdirs or ['-'] * len(logs))]
+        acrs = []
+        for log, matdir in zip(args.logs, args.matdirs or ['-'] * len(logs)):
+            acr, notes = certified_acr(matdir, log) if matdir != '-' else ({}, [])
+            for note in notes:
+                print(f'note: {note}')
+            acrs.append(acr)
         output_folder(args.out)
-        write_figure(os.path.abspath(args.out), figure(labels, logs, acrs, args.title), ('.png', '.pdf'))
+        fig = typeset(lambda: figure(labels, logs, acrs, args.title))
+        write_figure(os.path.abspath(args.out), fig, ('.png', '.pdf'), f'{args.out}.png and .pdf')
     status = run_command(work, f'{args.out}.png and .pdf')
     if status == 0:
         print(f'wrote {args.out}.png, {args.out}.pdf')
