@@ -4,14 +4,20 @@ Every image is a float tensor in [0, 1]: randomized smoothing adds its noise in 
 model that wants normalised inputs normalises them in its first layer, after the noise
 (docs/METHOD.md, "Randomized smoothing"). Augmentation follows the public MACER code (docs/METHOD.md,
 "Hyper-parameters").
+
+`training_loader` shuffles and reads the training set so that epoch e's minibatches (order and
+augmentation) are a function of (--seed, e, rank, world) alone, whether the run was resumed or not.
 """
+import hashlib
 import os
+import random
 import socket
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 from common import UsageError, first_line
 
@@ -133,6 +139,95 @@ def _imagenet(root, split):
     except (FileNotFoundError, OSError) as e:
         raise UsageError(f'imagenet: {folder} holds no class folders with images ({first_line(e)}); '
                          f'put one folder of images per class there') from None
+
+
+def sample_seed(seed, epoch, index):
+    """The seed of image `index`'s augmentation in epoch `epoch` of a run seeded `seed`: the first 64 bits of
+    BLAKE2b of the three numbers. It depends on nothing else: not on the worker process or the rank that
+    reads the image, nor on what any random-number generator has drawn before."""
+    digest = hashlib.blake2b(f'{seed}/{epoch}/{index}'.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little')
+
+
+class EpochSamples(Dataset):
+    """`dataset` read by (epoch, index) keys (from `EpochSampler`): image `index`, augmented with the
+    generators of torch (CPU), `random` and NumPy seeded by `sample_seed(seed, epoch, index)`.
+
+    For loader worker processes only. An image's augmentation in an epoch is then the same whichever
+    worker reads it, however many workers there are, and whether they started this epoch (a resumed
+    run) or carry on from the last one (persistent workers, whose generators would otherwise continue
+    where the last epoch left them). In the main process this seeding would reset the training noise's
+    generator: with --workers 0 the augmentation draws from the main process's generators instead,
+    which the checkpoint restores.
+    """
+
+    def __init__(self, dataset, seed):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        seed = sample_seed(self.seed, epoch, index)
+        # the CPU generator alone (torchvision's transforms draw from it): torch.manual_seed would also
+        # seed every GPU's, 200 times slower
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed & 0xFFFFFFFF)  # NumPy's legacy seed has 32 bits
+        return self.dataset[index]
+
+
+class EpochSampler(Sampler):
+    """This rank's share of an epoch's shuffle as (epoch, index) keys for `EpochSamples`.
+
+    The order is torch's DistributedSampler's: a permutation drawn from a generator seeded by
+    seed + epoch, of which rank r of a job of `world` takes every world-th index from r (padded to
+    equal shares). One process (world 1) reads the whole permutation. `set_epoch(e)` before each epoch.
+    """
+
+    def __init__(self, dataset, seed, rank=0, world=1):
+        self.order = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.order.set_epoch(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch  # fixed when the epoch's iteration starts
+        return ((epoch, index) for index in self.order)
+
+    def __len__(self):
+        return len(self.order)
+
+
+def training_loader(dataset, *, batch_size, workers, seed, rank=0, world=1, pin_memory=False):
+    """Shuffled minibatches of the training set for rank `rank` of a job of `world` processes: returns
+    `(loader, sampler)`; call `sampler.set_epoch(epoch)` before each epoch when `sampler` is not None.
+
+    With worker processes (`workers` > 0) epoch e's order and augmentation are functions of (seed, e,
+    rank, world) alone (`EpochSampler`, `EpochSamples`): the main process's generators, which draw the
+    training noise and which a checkpoint restores, are left untouched, so a resumed run reads exactly
+    the minibatches of an uninterrupted one. The workers persist across epochs, as nothing they carry
+    over enters an image. With `workers` == 0 the loader is the one of version 1.0 (RandomSampler, or
+    DistributedSampler under torchrun): it shuffles and augments with the main process's generators,
+    which the checkpoint restores too, and keeps the numbers of earlier runs (the shipped demo's).
+    """
+    if workers > 0:
+        sampler = EpochSampler(dataset, seed, rank, world)
+        # the loader draws its workers' base seed from this generator, not from the main process's
+        generator = torch.Generator().manual_seed(seed)
+        loader = torch.utils.data.DataLoader(EpochSamples(dataset, seed), batch_size=batch_size, sampler=sampler,
+                                             num_workers=workers, pin_memory=pin_memory, persistent_workers=True,
+                                             generator=generator)
+        return loader, sampler
+    sampler = None
+    if world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                                         num_workers=0, pin_memory=pin_memory)
+    return loader, sampler
 
 
 def labels_of(dataset):

@@ -6,6 +6,12 @@ line, a checkpoint and, on the certification schedule, a certification of the mo
 one run per folder (each run has an identity, written in its checkpoints), one process at a time
 (a lock held for the life of the process). Checkpoints hold everything needed to continue exactly
 (model, optimiser, scheduler, epoch, RNG states, arguments, the log so far) and are written atomically.
+
+Where the randomness comes from, so that a resumed run continues bit for bit (on the same device model):
+the training noise (and SmoothAdv's random directions) from the main process's generator on the training
+device, which the checkpoint restores; the shuffle and the augmentation from (--seed, epoch, rank, world)
+alone when loader workers read the data (`data.training_loader`), else from the main process's CPU
+generator, restored too.
 """
 import bisect
 import hashlib
@@ -27,9 +33,10 @@ import checkpoint
 from baselines import gaussian_loss, smoothadv_attack
 from common import FolderLock, SingleProcess, UsageError, atomic_write_text, differences, first_line, jsonable, \
     remove_stale_temporaries
-from data import NUM_CLASSES, get_dataset
+from data import NUM_CLASSES, get_dataset, training_loader
 from macer import hinge_kept, macer_loss
 from model import build_model
+from runtime import cpu_name, gpu_model
 
 METHODS = ('macer', 'gaussian', 'smoothadv')
 
@@ -90,28 +97,32 @@ class StepArgs:
 
 
 def training_step(model, x, y, step):
-    """One minibatch of any method: returns `(loss, classification, robustness, logits [n, k, C])`.
+    """One minibatch of any method: returns `(loss, classification, robustness, logits [n, k, C],
+    random_directions)`.
 
     MACER: k noisy copies, `macer_loss`. Gaussian: k copies (1 by default), cross-entropy.
     SmoothAdv: m noise draws, the PGD attack on them, then cross-entropy on x_adv + d_1..d_m with
-    the same draws. `step`: a `StepArgs`.
+    the same draws; `random_directions` counts the attack's steps that took a random direction for
+    want of a gradient (0 for the other methods; a 0-dim tensor on the device). `step`: a `StepArgs`.
     """
     n = x.shape[0]
     # noise is drawn on the device: no host-side tensor of n * k images
     noise = torch.randn((n, step.k, *x.shape[1:]), device=x.device, dtype=x.dtype).mul_(step.sigma)
+    random_directions = torch.zeros((), dtype=torch.int64, device=x.device)
     if step.method == 'smoothadv':
-        x = smoothadv_attack(model, x, y, noise, epsilon=step.epsilon, num_steps=step.num_steps)
+        x, random_directions = smoothadv_attack(model, x, y, noise, epsilon=step.epsilon, num_steps=step.num_steps)
     logits = model((x.unsqueeze(1) + noise).flatten(0, 1)).view(n, step.k, -1)
     if step.method == 'macer':
         parts = macer_loss(logits, y, sigma=step.sigma, lbd=step.lbd, gamma=step.gamma, beta=step.beta)
     else:
         parts = gaussian_loss(logits, y)
-    return (*parts, logits)
+    return (*parts, logits, random_directions)
 
 
 def optimizer_step(optimizer, scaler, loss):
     """Backward and step; `scaler` scales fp16 losses (a no-op otherwise). Returns the gradient's L2 norm
-    (unscaled, on the device: no host sync)."""
+    (unscaled, on the device: no host sync). Under fp16 the norm is infinite or NaN exactly when the scaler
+    found an overflow and skipped the step (see `step_figures`)."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
@@ -122,35 +133,53 @@ def optimizer_step(optimizer, scaler, loss):
     return norm
 
 
+def step_figures(grad_norm, scaler):
+    """What a step adds to the gradient figures: `(norm, taken, skipped)` as float64 tensors on the device.
+
+    The gradient scaler (fp16) skips a step whose gradients hold an infinity or a NaN, which makes their
+    norm non-finite: such a step adds to `skipped`, and its norm to nothing, so the logged mean is over the
+    steps the optimiser took and never infinite. (Gradients whose norm alone overflows float32, past 1e19,
+    would count as skipped too; training has diverged long before.) Without a scaler every step is taken.
+    """
+    finite = torch.isfinite(grad_norm)
+    skipped = ~finite if scaler.is_enabled() else torch.zeros_like(finite)
+    return (torch.where(finite, grad_norm.double(), 0.0), finite.double(), skipped.double())
+
+
 def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, device, job, progress=True):
     """One pass over `loader` with the hyper-parameters `step` (`StepArgs`); returns the epoch's figures.
 
     `model` is the network as run (`runtime.Runner`); `job` sums the figures over the ranks of a
     torchrun job. Figures: per image the mean classification and robustness losses; the accuracy of
-    the noisy copies; the mean gradient norm per step; for MACER the share of points the hinge kept.
+    the noisy copies; the mean gradient norm over the steps the optimiser took (None when it took none)
+    and the steps the fp16 gradient scaler skipped; SmoothAdv's random directions (`smoothadv_attack`);
+    for MACER the share of points the hinge kept. The epoch ends with every rank holding rank 0's
+    buffers (BatchNorm's running statistics), which are what a checkpoint saves and a certification uses:
+    DDP broadcasts them only when a forward pass starts, and each rank's last forward has updated its own.
     """
     model.train()
     # running sums stay on the device; they reach the host every 20 steps and at the end (classification,
-    # robustness, correct copies, non-finite losses, gradient norms, points kept by the hinge)
-    sums = torch.zeros(6, dtype=torch.float64, device=device)
-    images = copies = steps = 0
+    # robustness, correct copies, non-finite losses, gradient norms of the steps taken, steps taken, steps
+    # skipped, random directions of the attack, points kept by the hinge)
+    sums = torch.zeros(9, dtype=torch.float64, device=device)
+    images = copies = 0
     bar = tqdm(loader, desc=f'epoch {epoch}/{epochs}', unit='batch', leave=False,
                disable=not (progress and job.is_main), dynamic_ncols=True, file=sys.stderr)
     for i, (x, y) in enumerate(bar, start=1):
         # non_blocking with pinned memory lets the copy overlap the previous step's compute
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, classification, robustness, logits = training_step(model, x, y, step)
+        loss, classification, robustness, logits, random_directions = training_step(model, x, y, step)
         grad_norm = optimizer_step(optimizer, scaler, loss)
         n = x.shape[0]
         images += n
         copies += logits.shape[0] * logits.shape[1]
-        steps += 1
         with torch.no_grad():
             correct = (logits.argmax(dim=2) == y[:, None]).sum()
             kept = (hinge_kept(logits, y, gamma=step.gamma, beta=step.beta).sum() if step.method == 'macer'
                     else correct.new_zeros(()))
             sums += torch.stack([classification.double() * n, robustness.double() * n, correct.double(),
-                                 (~torch.isfinite(loss)).double(), grad_norm.double(), kept.double()])
+                                 (~torch.isfinite(loss)).double(), *step_figures(grad_norm, scaler),
+                                 random_directions.double(), kept.double()])
         if i % 20 == 0 or i == len(loader):
             # sync point: every 20 steps, for the bar and the NaN check (summed over the ranks, so all
             # ranks stop together)
@@ -160,12 +189,17 @@ def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, de
                 raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (by step {i})')
             bar.set_postfix_str(f'cl={s[0] / images:.3f} rl={s[1] / images:.3f} acc={s[2] / copies:.3f}', refresh=False)
     bar.close()
-    totals = torch.cat([sums, sums.new_tensor([images, copies, steps])])
+    totals = torch.cat([sums, sums.new_tensor([images, copies])])
     s = (totals if job.world == 1 else job.all_reduce_sum(totals)).tolist()  # the epoch's sync point
-    figures = {'classification': s[0] / s[6], 'robustness': s[1] / s[6], 'train_acc_noise': s[2] / s[7],
-               'grad_norm': s[4] / s[8], 'noisy_images': int(s[7]), 'images': int(s[6])}
+    if job.world > 1:
+        job.broadcast_buffers(model)
+    figures = {'classification': s[0] / s[9], 'robustness': s[1] / s[9], 'train_acc_noise': s[2] / s[10],
+               'grad_norm': s[4] / s[5] if s[5] else None, 'skipped_steps': int(s[6]),
+               'noisy_images': int(s[10]), 'images': int(s[9])}
+    if step.method == 'smoothadv':
+        figures['random_directions'] = int(s[7])
     if step.method == 'macer':
-        figures['hinge_kept'] = s[5] / s[6]
+        figures['hinge_kept'] = s[8] / s[9]
     return figures
 
 
@@ -175,20 +209,69 @@ def weight_norm(model):
         return float(torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in model.parameters()])))
 
 
-def rng_state():
+def rng_state(device):
+    """This process's generator states: torch's CPU one, NumPy's and Python's, and on a machine with CUDA
+    every visible GPU's (`cuda`) with the index of the one training on `device` (`cuda_device`)."""
     state = {'torch': torch.get_rng_state(), 'numpy': _numpy_state(), 'python': random.getstate()}
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
+        if device.type == 'cuda':
+            state['cuda_device'] = _cuda_index(device)
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state, device, path):
+    """Put back the generator states `rng_state` took, for training on `device`; `path` names the file.
+
+    Of the GPUs' states, only that of the GPU that trained (`cuda_device`) is put back, onto `device`:
+    the training noise is drawn on the device of the process alone, so its state is all that exactness
+    needs, and a run resumes on a machine that shows fewer GPUs, or other ones, than the one that wrote
+    the file. Files written before `cuda_device` was recorded (version 1.0) give the state of the GPU of
+    the same index as `device`; when they hold none (this process trains on GPU i, the file holds the
+    states of i GPUs or fewer) a UsageError says so. Training on the CPU, the GPUs' states are not used.
+    """
     torch.set_rng_state(state['torch'])
     kind, keys, pos, has_gauss, cached = state['numpy']
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state['python'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+    if device.type != 'cuda' or 'cuda' not in state:
+        return
+    states, index = state['cuda'], _cuda_index(device)
+    source = state.get('cuda_device')
+    if source is None and index >= len(states):
+        k = len(states)
+        raise UsageError(f'{path} holds the CUDA random-number states of {k} GPU{"s" if k != 1 else ""}, and '
+                         f'this process trains on GPU {index} (of the {torch.cuda.device_count()} it sees): resume on '
+                         f'one of GPUs 0..{k - 1} (--device cuda:N, or CUDA_VISIBLE_DEVICES) to continue exactly')
+    source = index if source is None else source
+    if not (isinstance(source, int) and 0 <= source < len(states)):
+        raise IndexError(f'the state of GPU {source!r} of {len(states)}')
+    torch.cuda.set_rng_state(states[source], index)
+
+
+def _cuda_index(device):
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def device_record(device):
+    """The hardware that runs the arithmetic, for checkpoints: {'type', 'gpu' (None on the CPU), 'cpu'}."""
+    return {'type': device.type, 'gpu': gpu_model(device), 'cpu': cpu_name()}
+
+
+def device_note(ckpt, device):
+    """One line when a resumed run continues on another device model than the checkpoint's (None when the
+    same, or when the file does not say): kernels, and noise drawn on a GPU, differ between models, so the
+    continuation is not bit-exact. Training goes on."""
+    theirs = ckpt.content.get('device') if ckpt.kind == 'project' else None
+    if not isinstance(theirs, dict):
+        return None
+
+    def model(record):
+        return str(record.get('gpu')) if record.get('type') == 'cuda' else f'the CPU ({record.get("cpu") or "unnamed"})'
+    if model(theirs) == model(device_record(device)):
+        return None
+    return (f'==> note: {ckpt.path} was trained on {model(theirs)}, this run continues on '
+            f'{model(device_record(device))}: the continuation will not be bit-exact')
 
 
 def _numpy_state():
@@ -198,16 +281,10 @@ def _numpy_state():
 
 
 def _loader(dataset, args, device, job):
-    """Shuffled minibatches; under torchrun each rank reads its own shard (DistributedSampler, seeded by
-    --seed and the epoch) in minibatches of --batch_size / world, so the global batch stays --batch_size."""
-    sampler = None
-    if job.world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=job.world, rank=job.rank,
-                                                                  shuffle=True, seed=args.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size // job.world, shuffle=sampler is None,
-                                         sampler=sampler, num_workers=args.workers,
-                                         pin_memory=device.type == 'cuda', persistent_workers=args.workers > 0)
-    return loader, sampler
+    """Shuffled minibatches (`data.training_loader`); under torchrun each rank reads its own shard in
+    minibatches of --batch_size / world, so the global batch stays --batch_size."""
+    return training_loader(dataset, batch_size=args.batch_size // job.world, workers=args.workers, seed=args.seed,
+                           rank=job.rank, world=job.world, pin_memory=device.type == 'cuda')
 
 
 # --- one run per folder ---------------------------------------------------------------------------
@@ -301,11 +378,13 @@ def check_resumable(ckpt, args):
                          f'arguments (--epochs may grow), or start a new run in another --ckptdir')
 
 
-def restore(ckpt, optimizer, scheduler, scaler, job, args):
+def restore(ckpt, optimizer, scheduler, scaler, job, args, device):
     """Put a resumed run's state back: returns its history (the log so far).
 
     This project's checkpoints restore the optimiser (momentum buffers), scheduler, gradient scaler
-    and every rank's RNG state, so the run continues exactly. The public code's `{'net', 'epoch'}`
+    and every rank's RNG state (`set_rng_state`), so the run continues exactly. Those written by
+    version 1.0 with loader workers continue, but not exactly: their shuffle and augmentation came from
+    generators they did not save (`data.training_loader`). The public code's `{'net', 'epoch'}`
     hold weights and epoch only: the learning rate is set in closed form for that epoch, the momentum
     buffers start from zero and the RNG from --seed and the epoch. Every stored part is checked; a
     damaged one is refused with one line.
@@ -350,7 +429,7 @@ def restore(ckpt, optimizer, scheduler, scaler, job, args):
         raise UsageError(f'{ckpt.path} was written by a single process; resume it with one process to '
                          f'continue exactly')
     try:
-        set_rng_state(rng)
+        set_rng_state(rng, device, ckpt.path)
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
         raise damaged('random-number state', e) from None
     history = c.get('history', [])
@@ -392,7 +471,7 @@ def start_run(args, ckpt, device, job):
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=args.lr_factor)
-    history = [] if ckpt is None else restore(ckpt, optimizer, scheduler, scaler, job, args)
+    history = [] if ckpt is None else restore(ckpt, optimizer, scheduler, scaler, job, args, device)
     if ckpt is not None and ckpt.kind == 'project':
         run_id = run_id_of(ckpt)
     else:  # a new run, also when it continues the weights of the MACER code's checkpoint
@@ -444,6 +523,9 @@ def _train(args, device, make_runner, certify_epoch, job, record, check_results)
     runner = make_runner(run.model)
     if ckpt is not None:
         job.print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {run.start}', flush=True)
+        note = device_note(ckpt, device)
+        if note:
+            job.print(note, flush=True)
         if is_cert_epoch(run.start, args.cert_from, args.cert_every):
             # finishes a certification the stop interrupted; a finished one stands as it is
             certify_epoch(run.model, runner, run.start, pending_only=True, run_id=run.run_id)
@@ -476,36 +558,51 @@ def _train(args, device, make_runner, certify_epoch, job, record, check_results)
         if args.lr_step == 'end':
             run.scheduler.step()
         entry = {'epoch': epoch, 'lr': lr, 'classification': figures['classification'],
-                  'robustness': figures['robustness'], 'train_acc_noise': figures['train_acc_noise'],
-                  'grad_norm': figures['grad_norm'], 'weight_norm': weight_norm(run.model),
-                  'seconds': seconds, 'noisy_images_per_second': figures['noisy_images'] / seconds}
+                 'robustness': figures['robustness'], 'train_acc_noise': figures['train_acc_noise'],
+                 'grad_norm': figures['grad_norm'], 'skipped_steps': figures['skipped_steps'],
+                 'weight_norm': weight_norm(run.model),
+                 'seconds': seconds, 'noisy_images_per_second': figures['noisy_images'] / seconds}
         if args.method == 'macer':
             entry['lambda'] = lambda_at(epoch, args.lbd, args.lbd_after)
             entry['hinge_kept'] = figures['hinge_kept']
         if args.method == 'smoothadv':
             entry['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
+            entry['random_directions'] = figures['random_directions']
         run.history.append(entry)
-        job.print(f'epoch {epoch}/{args.epochs}  lr {lr:.4g}  classification {entry["classification"]:.4f}  '
-                  f'robustness {entry["robustness"]:.4f}  acc(noise) {entry["train_acc_noise"]:.4f}  '
-                  f'{seconds:.1f}s  {entry["noisy_images_per_second"]:.0f} noisy img/s', flush=True)
+        job.print(epoch_line(entry, args.epochs), flush=True)
         certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
         if args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
-            save(args, run, epoch, certify_now, job, record)
+            save(args, run, epoch, certify_now, job, record, device)
         if certify_now:
             certify_epoch(run.model, runner, epoch, pending_only=False, run_id=run.run_id)
     return run.model
 
 
-def save(args, run, epoch, numbered, job, record):
-    """latest.pth (and EPOCH.pth when `numbered`) and log.jsonl, on rank 0, with every rank's RNG state."""
-    rng = rng_state() if job.world == 1 else job.gather(rng_state())  # every rank's, to resume exactly
+def epoch_line(entry, epochs):
+    """The printed line of an epoch's log record; the steps the fp16 scaler skipped and SmoothAdv's random
+    directions are named when there were any."""
+    extra = ''
+    if entry['skipped_steps']:
+        extra += f'  skipped steps {entry["skipped_steps"]} (fp16 overflow)'
+    if entry.get('random_directions'):
+        extra += f'  random attack directions {entry["random_directions"]} (zero gradient)'
+    return (f'epoch {entry["epoch"]}/{epochs}  lr {entry["lr"]:.4g}  classification {entry["classification"]:.4f}  '
+            f'robustness {entry["robustness"]:.4f}  acc(noise) {entry["train_acc_noise"]:.4f}  '
+            f'{entry["seconds"]:.1f}s  {entry["noisy_images_per_second"]:.0f} noisy img/s{extra}')
+
+
+def save(args, run, epoch, numbered, job, record, device):
+    """latest.pth (and EPOCH.pth when `numbered`) and log.jsonl, on rank 0, with every rank's RNG state and
+    rank 0's device."""
+    rng = rng_state(device) if job.world == 1 else job.gather(rng_state(device))  # every rank's, to resume exactly
     if not job.is_main:
         return
     content = checkpoint.content(
         run.model, epoch=epoch, arch=args.arch, dataset=args.dataset, num_classes=NUM_CLASSES[args.dataset],
         input_layer=args.input_layer, stats=args.dataset if args.input_layer != 'none' else None,
         args=jsonable(record), run_id=run.run_id, history=run.history, optimizer=run.optimizer.state_dict(),
-        scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng=rng)
+        scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng=rng,
+        device=device_record(device))
     if numbered:
         checkpoint.save_checkpoint(os.path.join(args.ckptdir, f'{epoch}.pth'), content)
     checkpoint.save_checkpoint(os.path.join(args.ckptdir, LATEST), content)

@@ -229,7 +229,7 @@ def main(argv=None):
             else:
                 entry = json.loads(open(os.path.join(folder, 'log.jsonl')).read().splitlines()[-1])
                 norm = entry.get('grad_norm')
-                replaced = entry.get('attack_random_directions', 'not logged')
+                replaced = entry.get('random_directions', 'not logged')
                 ok = isinstance(norm, (int, float)) and np.isfinite(norm) and norm > 0
                 report.add('PASS' if ok else 'FAIL', 'fp16-smoothadv',
                            f'gradient norm {norm}, steps skipped by the scaler {entry.get("skipped_steps", "?")}, '

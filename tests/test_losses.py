@@ -148,7 +148,8 @@ def test_smoothadv_stays_in_the_ball_and_the_box_and_raises_the_smoothed_loss():
     y = torch.randint(0, 10, (12,))
     noise = 0.25 * torch.randn(12, 4, 1, 28, 28)
     eps = 0.5
-    adv = smoothadv_attack(net, x, y, noise, epsilon=eps, num_steps=5)
+    adv, random_directions = smoothadv_attack(net, x, y, noise, epsilon=eps, num_steps=5)
+    assert int(random_directions) == 0  # every image had a gradient
     assert net.training  # mode given back
     delta = (adv - x).flatten(1).norm(dim=1)
     assert (delta <= eps + 1e-5).all() and (delta > 0.1).all()
@@ -161,4 +162,4 @@ def test_smoothadv_stays_in_the_ball_and_the_box_and_raises_the_smoothed_loss():
         net.train()
         return -torch.log(p.gather(1, y[:, None]).squeeze(1))
     assert (smoothed_loss(adv) > smoothed_loss(x)).all()
-    assert smoothadv_attack(net, x, y, noise, epsilon=0.0, num_steps=5) is x
+    assert smoothadv_attack(net, x, y, noise, epsilon=0.0, num_steps=5)[0] is x
