@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo (`make demo`): on the embedded `digits` data set, train a Gaussian, a MACER and a
 # SmoothAdv model at sigma 0.25 for the same number of epochs (presets digits-*-0.25), certify all
-# three on the same 100 test images (every 10th) with the same N, and draw the comparison with
-# visualize/. Everything lands in runs/demo (DEMO_DIR); rerun it and it resumes where it stopped.
+# three on the same 100 test images (every 10th) with the same N, draw the comparison with
+# visualize/, and end with the paired comparison of the three on those images (visualize/compare.py:
+# differences with their intervals over the images, exact McNemar tests). Everything lands in
+# runs/demo (DEMO_DIR); rerun it and it resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -31,5 +33,9 @@ done
   --title "the same, zoomed in on accuracies from 0.75 to 1" --out "$OUT/digits-$SIGMA-top" > /dev/null
 "$PY" visualize/trainingcurves.py "$OUT"/{macer,gaussian,smoothadv}/log.jsonl --labels MACER "Gaussian (Cohen)" \
   "SmoothAdv (Salman)" --title "digits, sigma = $SIGMA: training" --out "$OUT/digits-$SIGMA-training"
+echo "==> paired comparison on the same $NUM test images"
+"$PY" visualize/compare.py "$OUT/results/macer.json" "$OUT/results/gaussian.json" "$OUT/results/smoothadv.json" \
+  --labels MACER "Gaussian (Cohen)" "SmoothAdv (Salman)" \
+  --title "digits, sigma = $SIGMA: paired comparison on the same $NUM test images" --out "$OUT/digits-$SIGMA-compare"
 echo "==> demo done in $(( $(date +%s) - start )) s: $OUT/digits-$SIGMA.png and .pdf (zoomed: -top), tables .md" \
-  ".tex .csv, training curves $OUT/digits-$SIGMA-training.png"
+  ".tex .csv, training curves $OUT/digits-$SIGMA-training.png, paired comparison $OUT/digits-$SIGMA-compare.md .png"

@@ -75,7 +75,14 @@ def test_semantics_on_small_logs(tmp_path):
                                    (5, 5, 0.0, 1),     # correct with radius 0: counts at 0 only
                                    (6, 6, 1.3, 1)], time_format='timedelta')
     sio.savemat(tmp_path / 'b.mat', {'hard': np.array([0.25, -1.0, 0.74]), 'soft': np.array([0.1, 0.2, -1.0])})
-    assert run(tmp_path / 'a.tsv', tmp_path / 'b.mat', '--labels', 'A', 'B,with comma', '--out', tmp_path / 'o') == 0
+    # --no_intervals: the paper's bare format, exactly as before intervals existed
+    assert run(tmp_path / 'a.tsv', tmp_path / 'b.mat', '--labels', 'A', 'B,with comma', '--no_intervals',
+               '--out', tmp_path / 'o') == 0
+    assert (tmp_path / 'o.md').read_text() == (
+        '| model | 0.00 | 0.25 | 0.50 | 0.75 | 1.00 | 1.25 | 1.50 | 1.75 | 2.00 | 2.25 | ACR |\n'
+        '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+        '| A | 0.60 | 0.40 | 0.40 | 0.20 | 0.20 | 0.20 | 0.00 | 0.00 | 0.00 | 0.00 | 0.360 |\n'
+        '| B,with comma | 0.67 | 0.67 | 0.33 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.330 |\n')
     csv = (tmp_path / 'o.csv').read_text().splitlines()
     assert csv[0] == 'label,0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.25,ACR'
     a = [float(v) for v in csv[1].split(',')[1:]]
@@ -88,6 +95,7 @@ def test_semantics_on_small_logs(tmp_path):
     # the best of each column in bold (ties all bold); a column where every row is equal has no best
     assert 'A & 0.60 & 0.40 & \\textbf{0.40} & \\textbf{0.20} & \\textbf{0.20} & \\textbf{0.20} & 0.00 & 0.00' in tex
     assert 'B,with comma & \\textbf{0.67} & \\textbf{0.67} & 0.33 & 0.00' in tex
+    assert 'interval' not in tex and tex.endswith('\\end{tabular}\n')
     png = (tmp_path / 'o.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
     assert (tmp_path / 'o.pdf').read_bytes()[:5] == b'%PDF-'
@@ -269,3 +277,53 @@ def test_training_curves_of_several_runs_with_their_certified_acr(tmp_path, caps
     assert trainingcurves.main([str(tmp_path / 'bad.jsonl'), '--out', str(tmp_path / 'x')]) == 2
     err = capsys.readouterr().err
     assert 'bad.jsonl, line 2, is not a record of a training log' in err and err.count('\n') == 1
+
+
+def test_tables_and_curves_carry_intervals_over_the_test_images_by_default(tmp_path):
+    from statsmodels.stats.proportion import proportion_confint
+    rows = [(1, 1, 0.1 * (i % 9), int(i % 4 != 0)) for i in range(40)]
+    write_tsv(tmp_path / 'a.tsv', rows)
+    assert run(tmp_path / 'a.tsv', '--labels', 'A', '--out', tmp_path / 'o') == 0
+    radii = plotcurves.load_radii(str(tmp_path / 'a.tsv'))
+    counts = [int(np.sum(radii >= r)) for r in plotcurves.GRID]
+    md = (tmp_path / 'o.md').read_text().splitlines()
+    # the paper's row as before, then its intervals, then what they cover
+    assert md[2].startswith(f'| A | {counts[0] / 40:.2f} | {counts[1] / 40:.2f} |')
+    assert md[3].startswith('| 95% interval | [')
+    low, high = proportion_confint(counts[1], 40, alpha=0.05, method='beta')
+    assert md[3].split(' | ')[2] == f'[{low:.2f}, {high:.2f}]'
+    assert 'over the choice of the test images' in md[-1] and 'not the certificates\' alpha' in md[-1]
+    csv = (tmp_path / 'o.csv').read_text().splitlines()
+    header, values = csv[0].split(','), csv[1].split(',')
+    row = dict(zip(header, values))
+    assert header[:12] == ['label'] + [f'{r:g}' for r in plotcurves.GRID] + ['ACR'] and row['images'] == '40'
+    for r, k in zip(plotcurves.GRID, counts):
+        assert (float(row[f'{r:g}_low']), float(row[f'{r:g}_high'])) == pytest.approx(
+            proportion_confint(k, 40, alpha=0.05, method='beta'), abs=1e-12)
+    assert float(row['ACR_low']) < float(row['ACR']) < float(row['ACR_high'])
+    tex = (tmp_path / 'o.tex').read_text()
+    assert '{\\scriptsize 95\\% interval}' in tex and '\\par{\\footnotesize Intervals (95\\%)' in tex
+    # --level: the same table at another level, narrower
+    assert run(tmp_path / 'a.tsv', '--labels', 'A', '--level', '0.8', '--out', tmp_path / 'l') == 0
+    row80 = dict(zip(*[line.split(',') for line in (tmp_path / 'l.csv').read_text().splitlines()]))
+    assert float(row80['0.25_low']) > float(row['0.25_low']) and '| 80% interval |' in (tmp_path / 'l.md').read_text()
+    # the figure: a band per curve, its ends the Clopper-Pearson interval
+    x, lo, hi = plotcurves.band(radii, 1.0)
+    assert (lo[0], hi[0]) == pytest.approx(proportion_confint(counts[0], 40, alpha=0.05, method='beta'))
+    fig = plotcurves.figure(['A', 'B'], [radii, radii[:20]], 1.0, bands=[plotcurves.band(radii, 1.0),
+                                                                          plotcurves.band(radii[:20], 1.0)])
+    assert len(fig.axes[0].collections) == 2
+
+
+def test_the_accuracy_under_noise_column_comes_from_the_statistics_beside_a_result(tmp_path):
+    from rs.compare import read_run
+    demo = os.path.join(ROOT, 'reproduce', 'results', 'digits-0.25')
+    assert run(os.path.join(demo, 'macer.mat'), os.path.join(LOGS, 'cohen-cifar10-0.25.tsv'), '--labels', 'MACER',
+               'Cohen', '--out', tmp_path / 'o') == 0
+    md = (tmp_path / 'o.md').read_text()
+    noise = read_run(os.path.join(demo, 'macer.json')).noise
+    assert md.splitlines()[0].endswith('| ACR | accuracy under noise |')
+    assert md.splitlines()[2].endswith(f'| 0.749 | {noise.mean():.3f} |')
+    assert '| Cohen |' in md and md.splitlines()[4].endswith('| 0.429 | - |')  # Cohen's log keeps no statistics
+    row = dict(zip(*[line.split(',') for line in (tmp_path / 'o.csv').read_text().splitlines()[:2]]))
+    assert float(row['noise_accuracy']) == pytest.approx(noise.mean())

@@ -6,6 +6,12 @@ writes PREFIX.png and PREFIX.pdf (certified accuracy against L2 radius, one line
 MACER paper's Figure 1) and PREFIX.md, PREFIX.tex and PREFIX.csv (certified accuracy at a grid of
 radii and the ACR, one row per file): all five new, or all five as they were when anything fails.
 
+Every number comes with its interval over the choice of test images (docs/METHOD.md, "Comparing
+models"): the certified accuracy at each radius with the exact (Clopper-Pearson) interval, drawn as a
+band around each curve; the ACR with a BCa bootstrap interval over the images (fixed seed); and,
+where a file of this project keeps its statistics (NAME.stats.jsonl), the accuracy under noise with
+its interval. `--level` sets the level (0.95); `--no_intervals` gives the paper's bare format.
+
 Semantics (docs/METHOD.md, "Metrics"): a wrong or abstained image counts as radius 0, i.e. it is never
 certified; a TSV row with `correct` 0 does not count whatever its radius; the certified accuracy at
 r counts the radii >= r, so an image certified at exactly 0.5 counts at 0.5. The MACER authors'
@@ -26,8 +32,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from argtypes import HelpFormatter, Parser, nonneg_float, positive_float  # noqa: E402
+from argtypes import HelpFormatter, Parser, nonneg_float, positive_float, probability  # noqa: E402
 from common import UsageError, first_line, output_folder, run_command, text_writer, write_together  # noqa: E402
+from rs.compare import LEVEL, RESAMPLES, SEED, clopper_pearson, read_run, record_beside, run_summary  # noqa: E402
 from rs.results import largest_radius, read_mat, tsv_radii  # noqa: E402
 from rs.stats import GRID, acr, certified_accuracy  # noqa: E402
 
@@ -71,6 +78,39 @@ def table_rows(radii_list, grid=GRID):
     return [list(certified_accuracy(r, grid)) + [acr(r)] for r in radii_list]
 
 
+def interval_rows(radii_list, noise_list, grid=GRID, level=LEVEL):
+    """Per file, the intervals over its images: {'images', 'low', 'high' (certified accuracy at each radius of
+    `grid`, Clopper-Pearson, then the ACR, BCa bootstrap), 'noise': (value, low, high) or None}."""
+    out = []
+    for radii, noise in zip(radii_list, noise_list):
+        s = run_summary(radii, grid, level, noise)
+        out.append({'images': s['images'], 'low': list(s['accuracy_low']) + [s['acr'][1]],
+                    'high': list(s['accuracy_high']) + [s['acr'][2]], 'noise': s['noise']})
+    return out
+
+
+def noise_of(path, mode='hard'):
+    """The accuracy under noise of each image of a result file of this project (from the statistics beside it,
+    docs/FORMATS.md), or None: a file of another tool, a run without statistics, or one whose files do not
+    give them (an unfinished run)."""
+    if record_beside(path, mode) is None:
+        return None
+    try:
+        return read_run(path, mode).noise
+    except UsageError:
+        return None
+
+
+def interval_note(intervals, level=LEVEL):
+    """The line under a table with intervals: what they cover, and how they are computed."""
+    images = sorted({i['images'] for i in intervals})
+    counted = f'{images[0]} images' if len(images) == 1 else 'images: ' + ', '.join(str(i['images']) for i in intervals)
+    return (f'Intervals ({level:.0%}) over the choice of the test images from the same test distribution ({counted}), '
+            f'not the certificates\' alpha, which covers the noise: certified accuracy Clopper-Pearson (exact), '
+            f'ACR{" and accuracy under noise" if any(i["noise"] for i in intervals) else ""} BCa bootstrap over the '
+            f'images ({RESAMPLES} resamples, seed {SEED}).')
+
+
 def _best(rows):
     """Per column, the best value as printed (two decimals, three for the ACR); None where all are equal."""
     columns = [[round(v, 3 if j == len(rows[0]) - 1 else 2) for v in col] for j, col in enumerate(zip(*rows))]
@@ -81,29 +121,63 @@ def _fmt(value, j, last):
     return f'{value:.3f}' if j == last else f'{value:.2f}'
 
 
-def tables(labels, rows, grid=GRID):
-    """{'.md': text, '.tex': text, '.csv': text}."""
-    last = len(grid)
-    header = ['model'] + [f'{r:.2f}' for r in grid] + ['ACR']
-    md = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    md += ['| ' + ' | '.join([label] + [_fmt(v, j, last) for j, v in enumerate(row)]) + ' |'
-           for label, row in zip(labels, rows)]
+def _span(low, high, j, last):
+    return f'[{_fmt(low, j, last)}, {_fmt(high, j, last)}]'
 
+
+def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL):
+    """{'.md': text, '.tex': text, '.csv': text}. With `intervals` (`interval_rows`), each model's row is followed
+    by a row of its intervals, the accuracy under noise is a column where a file has it, the CSV gains the
+    interval columns after the paper's, and a line under the table says what the intervals cover."""
+    last = len(grid)
+    noise = intervals is not None and any(i['noise'] for i in intervals)
+    header = ['model'] + [f'{r:.2f}' for r in grid] + ['ACR'] + (['accuracy under noise'] if noise else [])
+    md = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    tex_header = ['Model'] + [f'${r:.2f}$' for r in grid] + ['ACR'] + (['Acc. under noise'] if noise else [])
     best = _best(rows)
-    tex = ['\\begin{tabular}{l' + 'c' * len(header[1:]) + '}', '\\hline',
-           ' & '.join(['Model'] + [f'${r:.2f}$' for r in grid] + ['ACR']) + ' \\\\', '\\hline']
-    for label, row in zip(labels, rows):
+    tex = ['\\begin{tabular}{l' + 'c' * len(header[1:]) + '}', '\\hline', ' & '.join(tex_header) + ' \\\\', '\\hline']
+    for k, (label, row) in enumerate(zip(labels, rows)):
+        spans, extra, extra_span = [], [], []
+        if intervals is not None:
+            ends = zip(intervals[k]['low'], intervals[k]['high'])
+            spans = [_span(lo, hi, j, last) for j, (lo, hi) in enumerate(ends)]
+            if noise:
+                n = intervals[k]['noise']
+                extra, extra_span = ([f'{n[0]:.3f}'], [f'[{n[1]:.3f}, {n[2]:.3f}]']) if n else (['-'], [''])
+        md.append('| ' + ' | '.join([label] + [_fmt(v, j, last) for j, v in enumerate(row)] + extra) + ' |')
+        if intervals is not None:
+            md.append('| ' + ' | '.join([f'{level:.0%} interval'] + spans + extra_span) + ' |')
         cells = []
         for j, v in enumerate(row):
             text = _fmt(v, j, last)
             is_best = round(v, 3 if j == last else 2) == best[j]
             cells.append(f'\\textbf{{{text}}}' if is_best else text)
-        tex.append(' & '.join([_tex_escape(label)] + cells) + ' \\\\')
+        tex.append(' & '.join([_tex_escape(label)] + cells + extra) + ' \\\\')
+        if intervals is not None:
+            tex.append(' & '.join(f'{{\\scriptsize {_tex_escape(t)}}}' if t else ''
+                                  for t in [f'{level:.0%} interval'] + spans + extra_span) + ' \\\\')
     tex += ['\\hline', '\\end{tabular}']
 
-    csv = [','.join(['label'] + [f'{r:g}' for r in grid] + ['ACR'])]
-    csv += [','.join([_csv_escape(label)] + [repr(float(v)) for v in row]) for label, row in zip(labels, rows)]
-    return {'.md': '\n'.join(md) + '\n', '.tex': '\n'.join(tex) + '\n', '.csv': '\n'.join(csv) + '\n'}
+    csv_header = ['label'] + [f'{r:g}' for r in grid] + ['ACR']
+    if intervals is not None:
+        names = [f'{r:g}' for r in grid] + ['ACR']
+        csv_header += ['images'] + [f'{name}_{end}' for name in names for end in ('low', 'high')]
+        csv_header += ['noise_accuracy', 'noise_accuracy_low', 'noise_accuracy_high'] if noise else []
+    csv = [','.join(csv_header)]
+    for k, (label, row) in enumerate(zip(labels, rows)):
+        values = [repr(float(v)) for v in row]
+        if intervals is not None:
+            values.append(str(intervals[k]['images']))
+            values += [repr(float(v)) for pair in zip(intervals[k]['low'], intervals[k]['high']) for v in pair]
+            if noise:
+                values += [repr(float(v)) for v in intervals[k]['noise']] if intervals[k]['noise'] else ['', '', '']
+        csv.append(','.join([_csv_escape(label)] + values))
+    md_text, tex_text = '\n'.join(md) + '\n', '\n'.join(tex) + '\n'
+    if intervals is not None:
+        note = interval_note(intervals, level)
+        md_text += '\n' + note + '\n'
+        tex_text += '\\par{\\footnotesize ' + _tex_escape(note) + '}\n'
+    return {'.md': md_text, '.tex': tex_text, '.csv': '\n'.join(csv) + '\n'}
 
 
 def _tex_escape(text):
@@ -120,9 +194,17 @@ def curve(radii, max_radius, points=1001):
     return r, certified_accuracy(radii, r)
 
 
-def figure(labels, radii_list, max_radius, title=None, ylim=(0.0, 1.0), cliffs=(), caption=''):
+def band(radii, max_radius, level=LEVEL, points=1001):
+    """The Clopper-Pearson interval of the certified accuracy on `curve`'s grid: (r, low, high)."""
+    r, accuracy = curve(radii, max_radius, points)
+    low, high = clopper_pearson(np.round(accuracy * radii.size), radii.size, level)
+    return r, low, high
+
+
+def figure(labels, radii_list, max_radius, title=None, ylim=(0.0, 1.0), cliffs=(), caption='', bands=None):
     """The curves as a matplotlib figure; `cliffs`: radii drawn as dotted vertical lines, which `caption`
-    (printed under the axes) explains."""
+    (printed under the axes, one line per line of text) explains; `bands`: per curve (r, low, high) shaded
+    around it (`band`)."""
     import matplotlib
     matplotlib.use('Agg')  # files only: no display needed
     import matplotlib.pyplot as plt
@@ -131,6 +213,8 @@ def figure(labels, radii_list, max_radius, title=None, ylim=(0.0, 1.0), cliffs=(
         color, style = STYLES[i % len(STYLES)]
         x, y = curve(radii, max_radius)
         ax.plot(x, y, linestyle=style, color=color, linewidth=2.5, label=label)
+        if bands is not None:
+            ax.fill_between(*bands[i], color=color, alpha=0.15, linewidth=0)
     for radius in cliffs:
         ax.axvline(radius, color='black', linestyle=(0, (1, 2)), linewidth=1.2)
     ax.set_xlim(0, max_radius)
@@ -143,7 +227,7 @@ def figure(labels, radii_list, max_radius, title=None, ylim=(0.0, 1.0), cliffs=(
     ax.legend(fontsize='small')
     if caption:
         fig.text(0.5, 0.01, caption, ha='center', va='bottom', fontsize='x-small', wrap=True)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        fig.tight_layout(rect=(0, 0.03 + 0.03 * (caption.count('\n') + 1), 1, 1))
     else:
         fig.tight_layout()
     return fig
@@ -216,6 +300,10 @@ def build_parser():
                    help='the accuracy axis (default: 0 to 1); e.g. --ylim 0.6 1 to zoom where methods differ')
     p.add_argument('--grid', type=nonneg_float, nargs='+', default=list(GRID), help='radii of the tables')
     p.add_argument('--title', default=None, help='title of the figure')
+    p.add_argument('--level', type=probability, default=LEVEL,
+                   help='confidence level of the intervals over the test images')
+    p.add_argument('--no_intervals', action='store_true',
+                   help='the paper\'s bare format: no intervals, no band, no accuracy under noise')
     p.add_argument('--out', required=True, help='prefix of the output files')
     return p
 
@@ -237,10 +325,17 @@ def main(argv=None):
         top = max(float(r.max()) for r in radii_list)
         max_radius = args.max_radius or max(0.25, np.ceil(top / 0.25) * 0.25)
         output_folder(args.out)
-        done['tables'] = tables(labels, table_rows(radii_list, args.grid), args.grid)
+        intervals = bands = None
+        if not args.no_intervals:
+            intervals = interval_rows(radii_list, [noise_of(f, args.mode) for f in args.files], args.grid, args.level)
+            bands = [band(r, max_radius, args.level) for r in radii_list]
+        done['tables'] = tables(labels, table_rows(radii_list, args.grid), args.grid, intervals, args.level)
         cliffs, caption = cliffs_of([run_record(f, args.mode) for f in args.files])
+        if bands is not None:
+            caption = '\n'.join(filter(None, [caption, f'Shaded: {args.level:.0%} Clopper-Pearson intervals over the '
+                                                        f'choice of test images (not the certificates\' alpha)']))
         fig = typeset(lambda: figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
-                                     [c for c in cliffs if c <= max_radius], caption))
+                                     [c for c in cliffs if c <= max_radius], caption, bands))
         write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'])
     status = run_command(work, f'{args.out}.*')
     if status == 0:
