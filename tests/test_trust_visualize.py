@@ -376,3 +376,19 @@ def test_the_fit_of_an_architecture_is_one_check_for_the_command_line_and_load_m
                 f'--arch {arch} takes'
             assert (refused is None) == (expected is None) and (refused is None or refused.startswith(expected)), \
                 (arch, dataset, refused)
+
+
+def test_trainingcurves_draws_the_interval_over_the_images_around_each_certified_acr(tmp_path):
+    import numpy as np
+    from rs.compare import bootstrap_mean
+    from rs.results import write_mat
+    radii = np.array([0.5, -1.0, 0.3, 0.7, 0.0, -1.0, 0.9, 0.2])
+    write_mat(str(tmp_path / '4.mat'), {'hard': radii})
+    low, high = trainingcurves.acr_interval(str(tmp_path), 4, 0.95)
+    assert (low, high) == bootstrap_mean(radii.clip(min=0.0), 0.95)[1:] and low < 0.325 < high
+    assert trainingcurves.acr_interval(str(tmp_path), 6, 0.95) is None  # no .mat: the point alone
+    logs = [[{'epoch': 4, 'classification': 1.0}]]
+    fig = trainingcurves.figure(['a'], logs, [{4: 0.325}], intervals=[{4: (low, high)}])
+    panel = next(ax for ax in fig.axes if ax.get_title() == 'certified ACR (hard)')
+    segments = [seg for c in panel.collections for seg in c.get_segments()]
+    assert len(segments) == 1 and np.allclose(segments[0][:, 1], [low, high])

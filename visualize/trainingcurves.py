@@ -26,9 +26,10 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from argtypes import HelpFormatter, Parser  # noqa: E402
+from argtypes import HelpFormatter, Parser, probability  # noqa: E402
 from common import UsageError, output_folder, run_command, run_identity  # noqa: E402
 from plotcurves import STYLES, typeset, write_figure  # noqa: E402
+from rs.compare import LEVEL  # noqa: E402
 
 # (key in log.jsonl, panel title, log-scale y axis)
 QUANTITIES = (('classification', 'classification loss', True),
@@ -159,6 +160,20 @@ def _setting_text(setting, keys):
     return ', '.join(f'{k} {setting.get(k)}' for k in keys)
 
 
+def acr_interval(matdir, epoch, level):
+    """(low, high): the BCa bootstrap interval over the images of the ACR of EPOCH.mat's hard radii (the
+    images certified are a sample of the test set; docs/METHOD.md, "Comparing models"), or None when the
+    .mat cannot be read."""
+    from rs.compare import bootstrap_mean
+    from rs.results import read_mat
+    try:
+        radii = read_mat(os.path.join(matdir, f'{epoch}.mat'))['hard']
+    except (UsageError, KeyError, OSError):
+        return None
+    _, low, high = bootstrap_mean(radii.clip(min=0.0), level)
+    return low, high
+
+
 def certified_acr(matdir, log):
     """The certified ACR of the run whose log is `log`, at each epoch it certified into `matdir`.
 
@@ -225,7 +240,9 @@ def _finite(values):
     return [v if isinstance(v, (int, float)) and math.isfinite(v) else float('nan') for v in values]
 
 
-def figure(labels, logs, acrs, title=None):
+def figure(labels, logs, acrs, title=None, intervals=None):
+    """One panel per quantity; `intervals`: one {epoch: (low, high)} per run (or None), drawn as error bars
+    on the certified ACR."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -242,6 +259,12 @@ def figure(labels, logs, acrs, title=None):
                 if acr:
                     epochs = sorted(acr)
                     ax.plot(epochs, [acr[e] for e in epochs], marker='o', linestyle=style, color=color, label=label)
+                    bars = (intervals or [None] * len(acrs))[i] or {}
+                    shown = [e for e in epochs if bars.get(e) is not None]
+                    if shown:
+                        ax.errorbar(shown, [acr[e] for e in shown],
+                                    yerr=[[acr[e] - bars[e][0] for e in shown], [bars[e][1] - acr[e] for e in shown]],
+                                    fmt='none', ecolor=color, capsize=3, linewidth=1)
                 continue
             points = [(r['epoch'], r[key]) for r in log if key in r]
             if points:
@@ -270,6 +293,9 @@ def build_parser():
                    help='one --matdir per run (or - for none), to draw the certified ACR of the epochs the run '
                         'certified (only those of the run its log\'s checkpoint names, made with one setting)')
     p.add_argument('--title', default=None, help='title of the figure')
+    p.add_argument('--level', type=probability, default=LEVEL,
+                   help='level of the interval over the test images drawn around each certified ACR (BCa bootstrap)')
+    p.add_argument('--no_intervals', action='store_true', help='draw the certified ACR without its interval')
     p.add_argument('--out', required=True, help='prefix of the output files')
     return p
 
@@ -284,14 +310,18 @@ def main(argv=None):
                 raise UsageError(f'{len(given)} --{flag} for {len(args.logs)} logs: give one per log')
         labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in args.logs]
         logs = [read_log(p) for p in args.logs]
-        acrs = []
+        acrs, intervals = [], []
         for log, matdir in zip(args.logs, args.matdirs or ['-'] * len(logs)):
             acr, notes = certified_acr(matdir, log) if matdir != '-' else ({}, [])
             for note in notes:
                 print(f'note: {note}')
             acrs.append(acr)
+            intervals.append({} if args.no_intervals else {e: acr_interval(matdir, e, args.level) for e in acr})
+        if any(v is not None for bars in intervals for v in bars.values()):
+            print(f'note: the bars around each certified ACR are {100 * args.level:g}% intervals over the choice of the '
+                  f'test images (BCa bootstrap), not the certificates\' alpha')
         output_folder(args.out)
-        fig = typeset(lambda: figure(labels, logs, acrs, args.title))
+        fig = typeset(lambda: figure(labels, logs, acrs, args.title, intervals))
         write_figure(os.path.abspath(args.out), fig, ('.png', '.pdf'), f'{args.out}.png and .pdf')
     status = run_command(work, f'{args.out}.png and .pdf')
     if status == 0:
