@@ -19,4 +19,4 @@ demo: venv
 	PYTHON=$(PY) bash reproduce/demo.sh
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
