@@ -266,7 +266,8 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, capsys):
                           ([tmp_path / 'a.tsv', tmp_path / 'bare.mat'], 'holds no image indices'),
                           ([tmp_path / 'a.tsv'], 'a comparison needs two or more runs'),
                           ([tmp_path / 'a.tsv', tmp_path / 'missing.tsv'], 'missing.tsv does not exist'),
-                          ([tmp_path / 'a.tsv', tmp_path / 'a.tsv', '--labels', 'A'], '1 labels for 2 files')):
+                          ([tmp_path / 'a.tsv', tmp_path / 'labels.tsv', '--labels', 'A'], '1 labels for 2 files'),
+                          ([tmp_path / 'a.tsv', tmp_path / '.' / 'a.tsv'], 'is given twice')):
         assert run(*args, '--out', tmp_path / 'o') == 2, args
         err = capsys.readouterr().err
         assert message in err and err.count('\n') == 1 and 'Traceback' not in err, (args, err)

@@ -270,6 +270,13 @@ def main(argv=None):
     def work():
         if len(args.files) < 2:
             raise UsageError(f'{len(args.files)} file: a comparison needs two or more runs')
+        seen = {}
+        for f in args.files:
+            key = os.path.realpath(f)
+            if key in seen:
+                raise UsageError(f'{f} is given twice (as {seen[key]} too): a run compared with itself shows nothing; '
+                                 f'give each run once')
+            seen[key] = f
         if args.labels is not None and len(args.labels) != len(args.files):
             raise UsageError(f'{len(args.labels)} labels for {len(args.files)} files: give one label per file')
         labels = args.labels or [os.path.basename(f) for f in args.files]
