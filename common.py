@@ -236,7 +236,13 @@ def run_command(work, out):
 
 
 def output_folder(prefix, flag='--out'):
-    """Create the folder of an output prefix; a UsageError when a file stands in its way or it cannot be made."""
+    """Create the folder of an output prefix; a UsageError when a file stands in its way or it cannot be made,
+    and for a prefix without a file name of its own ('', 'DIR/', '.', '.name'), whose outputs would be hidden
+    files (DIR/.png)."""
+    base = os.path.basename(prefix)
+    if not base or base.startswith('.'):
+        raise UsageError(f'{flag} {prefix!r} names no file: the outputs would be hidden files ({os.path.join(os.path.dirname(prefix), base)}.png, ...); '
+                         f'give a prefix that ends in a name, e.g. {os.path.join(prefix if not base else os.path.dirname(prefix), "figures")}')
     folder = os.path.dirname(os.path.abspath(prefix))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UsageError(f'{flag} {prefix}: {folder} is a file, not a folder')

@@ -392,3 +392,18 @@ def test_trainingcurves_draws_the_interval_over_the_images_around_each_certified
     panel = next(ax for ax in fig.axes if ax.get_title() == 'certified ACR (hard)')
     segments = [seg for c in panel.collections for seg in c.get_segments()]
     assert len(segments) == 1 and np.allclose(segments[0][:, 1], [low, high])
+
+
+@pytest.mark.parametrize('out', ['', 'sub/', '.', '.x'])
+def test_an_out_prefix_without_a_name_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, out):
+    # its outputs would be hidden files (sub/.png, .md, ...) that nobody finds
+    import compare
+    demo = os.path.join(ROOT, 'reproduce', 'results', 'digits-0.25')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'sub').mkdir()
+    for command, inputs in ((plotcurves.main, [os.path.join(demo, 'macer.mat')]),
+                            (compare.main, [os.path.join(demo, 'macer.json'), os.path.join(demo, 'gaussian.json')])):
+        assert command([*inputs, '--out', out]) == 2
+        err = capsys.readouterr().err
+        assert 'names no file' in err and err.count('\n') == 1
+    assert sorted(os.listdir(tmp_path)) == ['sub'] and os.listdir(tmp_path / 'sub') == []
