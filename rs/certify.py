@@ -1,15 +1,17 @@
 """Certification of a data set: `Smooth` on each chosen test image, with files that survive a crash.
 
 In a folder, a run named NAME writes (docs/FORMATS.md):
-- `NAME.json`: how the results were made (the identity, every argument, the environment), written
-  first with status "running", then with the summary and status "complete";
+- `NAME.json`: how the results were made (the identity, every argument, every environment that
+  certified images), written first with status "running", then with the summary, the SHA-256 of the
+  logs and status "complete";
 - `NAME.hard.tsv` / `NAME.soft.tsv`: the community's log, one row appended and flushed per image;
 - `NAME.stats.jsonl`: each image's sufficient statistics (`rs.stats.Evidence`), appended just
   before its rows, from which its certificates can be recomputed at another alpha or bound;
 - `NAME.mat`: the MACER code's file, written (atomically) at the end.
 
 Rerunning the same command resumes from the logs; a run with another identity is refused rather
-than mixed in, and every logged row is checked against what the arguments allow. Each image has its
+than mixed in, every logged row and statistics line is checked against what the arguments allow
+(`rs.results.read_results`), and a finished run's logs against the digest its JSON records. Each image has its
 own noise stream (`rs.core.image_generator`), so a resumed run gives exactly the results of an
 uninterrupted one, and a run sharded over the ranks of a torchrun job (`job`) gives exactly those of
 a single process. This module knows no flags: the caller passes every value.
@@ -27,10 +29,11 @@ from tqdm import tqdm
 
 from common import VERSION, DiskFull, SingleProcess, UsageError, atomic_write_text, disk_full_message, \
     remove_stale_temporaries
-from rs.core import NonFiniteOutput, Smooth, image_generator
-from rs.results import (ImageResult, ResultFiles, Row, RowLimits, check_identity, evidence_line, header_line,
-                        read_record, read_results, summary, write_logs, write_mat, write_record)
-from rs.stats import GRID, certificate, certified_radii, modes_of
+from rs.core import BatchTooLarge, NonFiniteOutput, Smooth, image_generator
+from rs.results import (ImageResult, ResultFiles, Row, RowLimits, check_digest, check_identity, evidence_line,
+                        header_line, images_without_statistics, read_record, read_results, summary, write_logs,
+                        write_mat, write_record)
+from rs.stats import GRID, NonFiniteCertificate, certificates, certified_radii, check_alpha, modes_of
 
 
 @dataclass
@@ -68,13 +71,18 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
     into the same files a single process writes.
     """
     job = job or SingleProcess()
+    try:
+        check_alpha(alpha)
+    except ValueError as e:
+        raise UsageError(f'{e}; choose another --alpha') from None
     smoothed = Smooth(model, num_classes, sigma, device, mode, beta)
     modes = modes_of(mode)
     indices = [int(i) for i in indices]
-    done = {}
+    done: Dict[int, ImageResult] = {}
+    environments: List[dict] = []
     if files is not None:
-        limits = RowLimits(sigma, N, alpha, num_classes, labels)
-        done = job.on_main(lambda: _open(files, identity, record, indices, limits))
+        limits = RowLimits(sigma, N, alpha, num_classes, labels, N0, early_abstain)
+        done, environments = job.on_main(lambda: _open(files, identity, record, indices, limits))
     todo = [i for i in indices if i not in done][job.rank::job.world]
     writer = _Writer(files, job) if files is not None else None
     mine = {}
@@ -85,17 +93,26 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
         for idx in todo:
             x, label = dataset[idx]
             t0 = time.perf_counter()
+            kept = '(the images certified before it are kept)'
             try:
                 evidence = smoothed.evidence(x, N0, N, alpha, batch, image_generator(seed, idx, device),
                                              early_abstain, image_generator(seed, idx, device, stream=1))
-            except NonFiniteOutput:
+                given = certificates(evidence, sigma, alpha)
+            except NonFiniteOutput as e:
+                if e.scores:
+                    raise UsageError(f'the soft scores softmax(beta * outputs) on test image {idx} are NaN: --beta '
+                                     f'{beta:g} times the network\'s outputs overflows, so no certificate can be '
+                                     f'issued {kept}; lower --beta, or check the checkpoint') from None
                 raise UsageError(f'the network\'s outputs on test image {idx} are NaN or infinite: no certificate can '
-                                 f'be issued (the images certified before it are kept); check the checkpoint and '
-                                 f'--precision') from None
+                                 f'be issued {kept}; check the checkpoint and --precision') from None
+            except NonFiniteCertificate as e:
+                raise UsageError(f'test image {idx} has no finite certificate ({e}) {kept}; check --alpha, --sigma '
+                                 f'and --N') from None
+            except BatchTooLarge as e:
+                raise UsageError(f'--certify_batch {batch}: {e}; choose a smaller --certify_batch {kept}') from None
             seconds = time.perf_counter() - t0
             rows = {}
-            for e in evidence:
-                prediction, r = certificate(e, sigma, alpha)
+            for e, (prediction, r) in zip(evidence, given):
                 rows[e.mode] = Row(idx, int(label), int(prediction), float(r), int(prediction == label), seconds)
             # every draw counts: the n0 of selection, the M of the early test, the n of estimation unless skipped
             drawn = N0 + early_abstain + (0 if evidence[0].early else N)
@@ -121,7 +138,10 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
     samples = samples_drawn([results[i].drawn for i in indices], N0 + N)
     if files is not None:
         job.barrier()
-        job.on_main(lambda: _finish(files, identity, record, indices, results, radii, samples))
+        if sum(job.gather(len(todo))):  # this process computed images: its machine is one the run ran on
+            environments = _add_environment(environments, record)
+        extra = {'num_classes': num_classes, 'environments': environments}
+        job.on_main(lambda: _finish(files, identity, dict(record or {}, **extra), indices, results, radii, samples))
     early = sum(any(e.early for e in results[i].evidence.values()) for i in indices
                 if results[i].evidence is not None)
     return Certified(radii, samples, early)
@@ -168,7 +188,10 @@ class _Writer:
 def _open(files, identity, record, indices, limits):
     """Start the files of a new run, or check that the earlier run there has the same identity and
     gather what it left (its logs and any ranks' part logs) into the logs. Returns the images done,
-    {idx: ImageResult}."""
+    {idx: ImageResult}, and the environments the earlier run was computed on.
+
+    A finished run's files must also be the ones it recorded (`check_digest`): its rows are kept, so an
+    edit that its own statistics agree with would otherwise be finished into the results."""
     remove_stale_temporaries(files.folder, files.owns)
     earlier = read_record(files)
     if earlier is None:
@@ -176,25 +199,40 @@ def _open(files, identity, record, indices, limits):
         if strays:
             raise UsageError(f'{strays[0]} exists without {os.path.basename(files.json)}, so it cannot be checked '
                              f'to belong to this run; move it away or choose another --matdir')
-        _write_json(files, identity, record, 'running')
+        _write_json(files, identity, dict(record or {}, environments=_add_environment([], record)), 'running')
         write_logs(files, indices, {})
-        return {}
+        return {}, []
     check_identity(earlier['identity'], identity, files.json)
-    done = read_results(files, indices, limits)
+    done = read_results(files, indices, limits, without_statistics=images_without_statistics(earlier))
+    if earlier['status'] == 'complete' and not check_digest(files, earlier):
+        print(f'note: {files.json} (an earlier version\'s) records no digest of its logs: they are checked for '
+              f'consistency only', file=sys.stderr)
     write_logs(files, indices, done)  # what a crash cut short, and the part logs, are folded in
     files.remove_parts()
     if done:
         print(f'resuming {files.name}: {len(done)} of {len(indices)} images already certified in {files.folder}',
               file=sys.stderr)
-    return done
+    environments = earlier.get('environments')
+    if not (isinstance(environments, list) and all(isinstance(e, dict) for e in environments)):
+        environments = [earlier['environment']] if isinstance(earlier.get('environment'), dict) else []
+    return done, environments
+
+
+def _add_environment(environments, record):
+    """`environments` with this process's environment (`record['environment']`) at the end, once."""
+    mine = (record or {}).get('environment')
+    return list(environments) + ([mine] if mine is not None and mine not in environments else [])
 
 
 def _finish(files, identity, record, indices, results, radii, samples):
-    """The final logs (every image once, in index order), the .mat and the complete JSON."""
+    """The final logs (every image once, in index order), the .mat and the complete JSON, which records the
+    logs' digest and the images certified by a version that kept no statistics."""
     write_logs(files, indices, results)
     files.remove_parts()
     write_mat(files.mat, radii)
     seconds = sum(results[i].rows[files.modes[0]].seconds for i in indices)
+    without = [i for i in indices if results[i].evidence is None]
+    record = dict(record, sha256=files.digests(), **({'without_statistics': without} if without else {}))
     _write_json(files, identity, record, 'complete', radii_by_mode=radii, seconds=seconds, samples=samples)
 
 

@@ -7,6 +7,7 @@ mode, beta)`, `certify`, `predict`, `ABSTAIN`); the statistics are the pure func
 the tallies reach the host once per call.
 """
 import dataclasses
+import os
 from collections import namedtuple
 from typing import Optional, Tuple, Union
 
@@ -15,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rs.stats import ABSTAIN, Evidence, bernstein_lower_bound, binomial_pvalue, certificate, modes_of
+from rs.stats import ABSTAIN, Evidence, bernstein_lower_bound, binomial_pvalue, certificates, check_alpha, \
+    early_test_abstains, modes_of
 
 
 # counts: int64 [C], how often each class was f's argmax; scores: float64 [C], the sum over samples
@@ -25,7 +27,40 @@ DeviceLike = Union[str, torch.device]
 
 
 class NonFiniteOutput(ArithmeticError):
-    """The base classifier's output was NaN or infinite: there is nothing to certify."""
+    """The base classifier's output was NaN or infinite (`scores` False), or its logits were finite but
+    the soft scores softmax(beta * logits) were not (`scores` True: beta times the logits overflows):
+    there is nothing to certify."""
+
+    def __init__(self, message: str, scores: bool = False):
+        super().__init__(message)
+        self.scores = scores
+
+
+class BatchTooLarge(MemoryError):
+    """A batch of noisy copies does not fit in the device's memory."""
+
+
+def device_memory(device: torch.device) -> Optional[int]:
+    """Bytes of memory of `device` (the GPU's own, or the machine's RAM), None when the system does not say."""
+    try:
+        if device.type == 'cuda':
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return int(os.sysconf('SC_PAGE_SIZE')) * int(os.sysconf('SC_PHYS_PAGES'))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ('bytes', 'KB', 'MB', 'GB', 'TB'):
+        if n_bytes < 1024 or unit == 'TB':
+            return f'{n_bytes:.0f} {unit}' if unit == 'bytes' else f'{n_bytes:.1f} {unit}'
+        n_bytes /= 1024
+    raise AssertionError
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is an allocation failure (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError)."""
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)
 
 
 def image_generator(seed: int, index: int, device: DeviceLike, stream: int = 0) -> torch.Generator:
@@ -63,6 +98,7 @@ class Smooth:
         self.device = torch.device(device)
         self.mode = mode
         self.beta = beta
+        self.memory = device_memory(self.device)  # bytes, to refuse a batch that cannot fit before allocating it
 
     @property
     def _hard(self):
@@ -83,11 +119,12 @@ class Smooth:
         1 - alpha over the noise, a returned class is the smoothed classifier's prediction at
         every point within the returned L2 radius of x.
 
-        Returns (cAHat, radius) in hard or soft mode, (c_hard, r_hard, c_soft, r_soft) in both.
+        Returns (cAHat, radius) in hard or soft mode, (c_hard, r_hard, c_soft, r_soft) in both. alpha
+        must lie in (0, 1/2) (`rs.stats.check_alpha`; a ValueError otherwise).
         """
         result: tuple = ()
-        for e in self.evidence(x, n0, n, alpha, batch_size, generator):
-            result += certificate(e, self.sigma, alpha)
+        for c in certificates(self.evidence(x, n0, n, alpha, batch_size, generator), self.sigma, alpha):
+            result += c
         return result
 
     def evidence(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
@@ -102,12 +139,15 @@ class Smooth:
         Early abstention (`early_abstain` = M > 0): after selection, M draws from `early_generator` (a
         stream of their own, so the selection and estimation draws are those of the standard
         procedure); when the one-sided (1 - alpha) upper confidence bound on the selected class's
-        probability from those M is below 1/2 in every mode, the image abstains without the n draws.
-        Otherwise the n draws are made as usual and the M draws are discarded: a returned certificate
-        is exactly the standard one (docs/METHOD.md gives the argument).
+        probability from those M is below 1/2 in every mode (`rs.stats.early_test_abstains`), the
+        image abstains without the n draws and its Evidence are the M draws' (`early` True).
+        Otherwise the n draws are made as usual and decide alone: a returned certificate is exactly
+        the standard one (docs/METHOD.md gives the argument); the M draws' statistics are kept
+        beside them (`early_test`), so that the test can be replayed at another alpha.
 
         Returns a tuple of Evidence, one per mode (hard first).
         """
+        check_alpha(alpha)
         self.base_classifier.eval()
         selection = self.tally(x, n0, batch_size, generator)
         chosen = {}
@@ -116,12 +156,16 @@ class Smooth:
         if self._soft:
             chosen['soft'] = int(np.argmax(selection.scores))
         counts0 = tuple(int(c) for c in selection.counts) if self._hard else None
+        tests: Tuple[Evidence, ...] = ()
         if early_abstain > 0:
-            early = self._evidence(chosen, self.tally(x, early_abstain, batch_size, early_generator),
+            tests = self._evidence(chosen, self.tally(x, early_abstain, batch_size, early_generator),
                                    early_abstain, counts0)
-            if all(e.upper_bound(alpha) < 0.5 for e in early):
-                return tuple(dataclasses.replace(e, early=True) for e in early)
-        return self._evidence(chosen, self.tally(x, n, batch_size, generator), n, counts0)
+            if early_test_abstains(tests, alpha):
+                return tuple(dataclasses.replace(t, early=True) for t in tests)
+        estimation = self._evidence(chosen, self.tally(x, n, batch_size, generator), n, counts0)
+        if tests:
+            estimation = tuple(dataclasses.replace(e, early_test=t) for e, t in zip(estimation, tests))
+        return estimation
 
     @staticmethod
     def _evidence(chosen, tally, n, counts0):
@@ -165,23 +209,40 @@ class Smooth:
 
         All tallies stay on the device (no host synchronisation inside the loop); returns a
         `Tally` of numpy arrays. Raises `NonFiniteOutput` when the network gives a NaN or infinite
-        logit: its argmax would be meaningless, and no certificate may be built on it.
+        logit (its argmax would be meaningless) or, in soft mode, when a score softmax(beta * logits)
+        is NaN (beta times finite logits can overflow): no certificate may be built on them.
+        Raises `BatchTooLarge` when a batch of min(batch_size, num) noisy copies does not fit.
         """
-        device, C = self.device, self.num_classes
+        device = self.device
         x = x.to(device)
+        size = min(batch_size, num)  # the largest batch this call makes: never allocate for more
+        need = size * x.numel() * x.element_size()
+        if self.memory is not None and need > self.memory:
+            raise BatchTooLarge(f'a batch of {size} noisy copies of a {"x".join(map(str, x.shape))} image needs '
+                                f'{_size(need)}, more than the {_size(self.memory)} of memory of {device}')
+        try:
+            return self._tally(x, num, size, generator)
+        except (RuntimeError, MemoryError) as e:
+            if not _out_of_memory(e):
+                raise
+            raise BatchTooLarge(f'a batch of {size} noisy copies of a {"x".join(map(str, x.shape))} image does not '
+                                f'fit in the memory of {device} ({str(e).strip().splitlines()[0][:160]})') from None
+
+    def _tally(self, x: torch.Tensor, num: int, size: int, generator: Optional[torch.Generator]) -> Tally:
+        device, C = self.device, self.num_classes
         counts = torch.zeros(C, dtype=torch.long, device=device) if self._hard else None
         scores = torch.zeros(C, dtype=torch.float64, device=device) if self._soft else None
         squares = torch.zeros(C, dtype=torch.float64, device=device) if self._soft else None
-        ones = torch.ones(batch_size, dtype=torch.long, device=device)
+        ones = torch.ones(size, dtype=torch.long, device=device)
         finite = torch.ones((), dtype=torch.bool, device=device)
         with torch.inference_mode():
             # one buffer for every batch: a fresh batch-sized tensor each time costs the allocator (and,
             # on CPU, page faults) about as much as drawing the noise. normal_(0, sigma) draws exactly
             # the values of randn(...) * sigma, with one pass over the memory instead of two.
-            buffer = torch.empty((min(batch_size, num), *x.shape), device=device, dtype=x.dtype)
+            buffer = torch.empty((size, *x.shape), device=device, dtype=x.dtype)
             remaining = num
             while remaining > 0:
-                b = min(batch_size, remaining)
+                b = min(size, remaining)
                 remaining -= b
                 batch = buffer[:b].normal_(0.0, self.sigma, generator=generator).add_(x)
                 logits = self.base_classifier(batch)
@@ -193,7 +254,14 @@ class Smooth:
                     p = F.softmax(self.beta * logits.float(), dim=1)
                     scores += p.sum(0, dtype=torch.float64)
                     squares += (p * p).sum(0, dtype=torch.float64)
-        if not bool(finite):
+            # a NaN score (beta * logits overflowing) stays NaN in the sums: one check after the loop
+            scored = torch.isfinite(scores).all() & torch.isfinite(squares).all() if scores is not None and \
+                squares is not None else torch.ones((), dtype=torch.bool, device=device)
+            flags = torch.stack([finite, scored]).tolist()  # the call's one sync point before the tallies' copy
+        if not flags[0]:
             raise NonFiniteOutput('the network gave NaN or infinite outputs on noisy copies of the image')
+        if not flags[1]:
+            raise NonFiniteOutput(f'the soft scores softmax(beta * logits) are NaN on noisy copies of the image (beta '
+                                  f'{self.beta:g} times the logits overflows)', scores=True)
         as_numpy = (lambda t: None if t is None else t.cpu().numpy())
         return Tally(as_numpy(counts), as_numpy(scores), as_numpy(squares))

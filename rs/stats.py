@@ -5,7 +5,7 @@ accuracy and ACR (docs/METHOD.md: "Certifying an image", "Protocol and metrics")
 """
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -23,6 +23,27 @@ def modes_of(mode: str) -> Tuple[str, ...]:
     if mode not in MODE_CHOICES:
         raise ValueError(f'mode must be one of {", ".join(MODE_CHOICES)}, got {mode!r}')
     return MODES if mode == 'both' else (mode,)
+
+
+def check_alpha(alpha: float) -> float:
+    """alpha as a certificate needs it, else a ValueError saying why (the caller names its flag).
+
+    A certificate holds with probability at least 1 - alpha, so alpha must lie strictly between 0
+    and 1/2: at 1/2 or more a "certificate" is wrong as often as right, and its radius exceeds what
+    the samples support (Clopper-Pearson's lower bound passes the observed frequency). Below about
+    1e-308, 2 / alpha (in Bernstein's ln(2 / alpha)) overflows and the bounds are NaN.
+    """
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f'alpha must be a number strictly between 0 and 1/2, not {alpha!r}') from None
+    if not 0 < alpha < 0.5:
+        raise ValueError(f'alpha must lie strictly between 0 and 1/2 (a certificate holds with probability 1 - alpha), '
+                         f'not {alpha!r}')
+    if not math.isfinite(2.0 / alpha):
+        raise ValueError(f'alpha {alpha!r} is so small that the confidence bounds overflow (2 / alpha is not a finite '
+                         f'number); choose alpha >= 1e-300')
+    return alpha
 
 
 # radii at which the MACER paper (and its code's summary) reports certified accuracy
@@ -126,8 +147,13 @@ class Evidence:
     hard: cAHat (the most frequent class of the n0 selection draws, whose counts are `counts0`) and
     nA, the count of cAHat among n fresh draws. soft: cAHat (the largest summed score of the
     selection draws) and `sum`, `sum_sq`, the sum and sum of squares of softmax(beta * f)[cAHat] over
-    the n draws. `early`: the image was abstained by the early test (`n` is then its M draws, which
-    never give a certificate).
+    the n draws.
+
+    With early abstention (M draws after selection, `Smooth.evidence`): `early` is True when the early
+    test abstained, and these are then the statistics of its M draws (`n` = M), which never give a
+    certificate; otherwise `early_test` holds the M draws' statistics (an Evidence with `n` = M)
+    beside the n draws', so that the test can be replayed at another alpha (`certificates`). A run
+    of version 1.0.0 kept them only for the images the test abstained on: `early_test` is None.
     """
     mode: str
     cAHat: int
@@ -137,6 +163,11 @@ class Evidence:
     sum_sq: Optional[float] = None
     counts0: Optional[Tuple[int, ...]] = None
     early: bool = False
+    early_test: Optional['Evidence'] = None
+
+    def test_statistics(self) -> Optional['Evidence']:
+        """The early test's statistics (its M draws), None when there was no test or they were not kept."""
+        return self if self.early else self.early_test
 
     def lower_bound(self, alpha: float, bound: Optional[str] = None) -> float:
         """pABar: the one-sided (1 - alpha) lower confidence bound on the selected class's probability.
@@ -173,15 +204,64 @@ class Evidence:
 ABSTAIN = -1
 
 
-def certificate(evidence: Evidence, sigma: float, alpha: float, bound: Optional[str] = None) -> Tuple[int, float]:
-    """(prediction, radius) from the statistics: Cohen et al. 2019, CERTIFY, step 4 (and its soft form).
+class NoEstimate(ValueError):
+    """The early test abstained on the image at the run's alpha, so its n estimation draws were never
+    made, but at the alpha asked for it would not abstain: a fresh run would estimate, and nothing
+    kept can say what that estimate is."""
 
-    If pABar < 1/2, abstain (-1, radius 0); else cAHat with radius sigma * Phi^-1(pABar). An early
-    abstention stays one: its M draws were a test, not an estimate.
+
+class NonFiniteCertificate(ArithmeticError):
+    """A bound or radius came out NaN or infinite: no such certificate may be issued or written."""
+
+
+def early_test_abstains(tests: Sequence[Evidence], alpha: float) -> bool:
+    """Early abstention's test (docs/METHOD.md, "Early abstention"): True when the one-sided (1 - alpha)
+    upper confidence bound on the selected class's probability from the M test draws is below 1/2 in
+    every mode (`tests`: each mode's statistics of those M draws)."""
+    return all(t.upper_bound(alpha) < 0.5 for t in tests)
+
+
+def certificate(evidence: Evidence, sigma: float, alpha: float, bound: Optional[str] = None) -> Tuple[int, float]:
+    """(prediction, radius) from one mode's statistics: Cohen et al. 2019, CERTIFY, step 4 (and its soft form).
+
+    If pABar < 1/2, abstain (-1, radius 0); else cAHat with radius sigma * Phi^-1(pABar). An image with
+    an early test is decided as `certificates` decides it (the test replayed at alpha, this mode alone:
+    for a run of several modes use `certificates`, since the test abstains only when every mode's does).
     """
-    if evidence.early:
-        return ABSTAIN, 0.0
-    pABar = evidence.lower_bound(alpha, bound)
-    if pABar < 0.5:
-        return ABSTAIN, 0.0
-    return evidence.cAHat, radius(sigma, pABar)
+    if bound is not None and bound not in BOUNDS[evidence.mode]:
+        raise ValueError(f'{evidence.mode} statistics allow the bounds {", ".join(BOUNDS[evidence.mode])}, not {bound}')
+    return certificates((evidence,), sigma, alpha, bound)[0]
+
+
+def certificates(evidence: Sequence[Evidence], sigma: float, alpha: float,
+                 bound: Optional[str] = None) -> Tuple[Tuple[int, float], ...]:
+    """Each mode's (prediction, radius) of one image at `alpha`, from its statistics (one Evidence per mode).
+
+    With an early test, it is replayed at `alpha` on the kept M-draw statistics: where it abstains,
+    every mode abstains; where it does not, each certificate comes from the n estimation draws, as in
+    a fresh run with that alpha and the same seed (docs/METHOD.md, "Sufficient statistics"). `bound`
+    applies to the modes whose statistics allow it (the others keep their own). Raises
+    `NoEstimate` when the test abstained when the image was certified but would not at `alpha` (there
+    are no estimation draws), `NonFiniteCertificate` when a bound or radius is not a finite number.
+    Statistics without a kept test (no early test, or one of version 1.0.0 that did not abstain) are
+    taken as not abstaining.
+    """
+    tests = [t for e in evidence if (t := e.test_statistics()) is not None]
+    if evidence and len(tests) == len(evidence):
+        if early_test_abstains(tests, alpha):
+            return tuple((ABSTAIN, 0.0) for _ in evidence)
+        if any(e.early for e in evidence):
+            raise NoEstimate(f'the early test abstained on it, but at alpha {alpha:g} it would not, and the '
+                             f'{evidence[0].n} test draws are no estimate')
+    out = []
+    for e in evidence:
+        pABar = e.lower_bound(alpha, bound if bound in BOUNDS[e.mode] else None)
+        if pABar < 0.5:
+            out.append((ABSTAIN, 0.0))
+            continue
+        r = radius(sigma, pABar)
+        if not math.isfinite(r):  # pABar NaN, or so close to 1 that Phi^-1 overflows
+            raise NonFiniteCertificate(f'the {e.mode} radius sigma * Phi^-1({pABar!r}) at alpha {alpha:g} is not a '
+                                       f'finite number')
+        out.append((e.cAHat, r))
+    return tuple(out)

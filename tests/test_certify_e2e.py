@@ -90,6 +90,11 @@ def test_a_cut_run_resumes_to_the_same_files(digits_lenet, tmp_path):
         lines = path.read_text().splitlines(keepends=True)
         path.write_text(''.join(lines[:1 + keep]) + (lines[1 + keep][:7] if mode == 'hard' else ''))
     (cut / '8.mat').unlink()
+    # a finished run's logs are the ones its JSON records the digest of: cut afterwards, they are refused
+    assert certify(digits_lenet, cut) == 2
+    # a killed run never got that far: its JSON still says "running"
+    record = json.loads((cut / '8.json').read_text())
+    (cut / '8.json').write_text(json.dumps({k: v for k, v in record.items() if k != 'sha256'} | {'status': 'running'}))
     assert certify(digits_lenet, cut) == 0
     _same_results(full, cut)
 

@@ -160,3 +160,73 @@ def test_evidence_gives_the_certificate_at_any_alpha_and_early_abstention_stops_
     late = Scripted([2] * 15 + [1] * 5 + [2] * 25 + [3] * 25 + [2] * 150 + [0] * 50, 4)
     (e,) = Smooth(late, 4, 0.5, 'cpu').evidence(x, n0, n, 0.001, 64, early_abstain=M)
     assert (e.early, e.n, e.nA) == (False, 200, 150) and late.pos == n0 + M + n
+
+
+def test_early_test_statistics_are_kept_and_replayed_at_any_alpha():
+    """Issue 18: the early test's M-draw tally is kept beside the n draws', and `certificates` replays the test
+    at another alpha, abstaining early exactly where a fresh run at that alpha would."""
+    from rs.stats import NoEstimate, certificates, early_test_abstains, upper_confidence_bound
+    n0, n, M, x = 20, 200, 50, torch.zeros(1, 2, 2)
+    # 20 of 50 early draws: the upper bound passes 1/2 at alpha 0.001 but not at 0.4, so the test lets the image
+    # through at 0.001 (the standard estimation certifies it) and would have stopped it at 0.4
+    assert upper_confidence_bound(20, M, 0.001) > 0.5 > upper_confidence_bound(20, M, 0.4)
+    script = [2] * 15 + [1] * 5 + [2] * 20 + [3] * 30 + [2] * 170 + [0] * 30
+    (e,) = Smooth(Scripted(script, 4), 4, 0.5, 'cpu').evidence(x, n0, n, 0.001, 64, early_abstain=M)
+    assert (e.early, e.nA, e.early_test.n, e.early_test.nA) == (False, 170, M, 20)
+    assert certificates((e,), 0.5, 0.001)[0][0] == 2 and certificates((e,), 0.5, 0.4) == ((-1, 0.0),)
+    # the same image certified at 0.4 stops early: at 0.001 it has no estimate to give
+    (stopped,) = Smooth(Scripted(script, 4), 4, 0.5, 'cpu').evidence(x, n0, n, 0.4, 64, early_abstain=M)
+    assert stopped.early and early_test_abstains([stopped], 0.4)
+    with pytest.raises(NoEstimate):
+        certificates((stopped,), 0.5, 0.001)
+
+
+def test_alpha_is_refused_at_one_half_and_where_its_bound_overflows():
+    from rs.stats import check_alpha
+    assert check_alpha(0.001) == 0.001
+    for alpha in (0.5, 0.999999, 0.0, -0.1, float('nan'), 1e-320):
+        with pytest.raises(ValueError, match='1/2|overflow'):
+            check_alpha(alpha)
+    with pytest.raises(ValueError, match='1/2'):
+        Smooth(Scripted([0] * 300, 2), 2, 0.5, 'cpu').certify(torch.zeros(1, 2, 2), 20, 200, 0.5, 64)
+
+
+class Huge(nn.Module):
+    """Finite logits near the largest float32: [1e38, 0, ...] whatever the input."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 3)
+        out[:, 0] = 1e38
+        return out
+
+
+def test_scores_that_overflow_are_refused_though_the_logits_are_finite():
+    from rs.core import NonFiniteOutput
+    x = torch.zeros(1, 2, 2)
+    with pytest.raises(NonFiniteOutput) as caught:
+        Smooth(Huge(), 3, 0.5, 'cpu', mode='soft', beta=16.0).certify(x, 20, 200, 0.001, 64)
+    assert caught.value.scores
+    # hard mode needs only the argmax: the same network certifies class 0
+    assert Smooth(Huge(), 3, 0.5, 'cpu', mode='hard').certify(x, 20, 200, 0.001, 64)[0] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_the_tally_syncs_with_the_host_as_often_for_one_batch_as_for_many():
+    """The finiteness checks (logits, and the soft scores' sums) stay on the device: a tally reads the host a
+    fixed number of times, whatever the number of batches."""
+    import warnings
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).cuda()
+    smooth = Smooth(model, 3, 0.5, 'cuda', mode='both')
+    x = torch.zeros(1, 2, 2, device='cuda')
+
+    def syncs(num):
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            torch.cuda.set_sync_debug_mode('warn')
+            try:
+                smooth.tally(x, num, 64, torch.Generator(device='cuda').manual_seed(0))
+            finally:
+                torch.cuda.set_sync_debug_mode('default')
+        return len(caught)
+    assert syncs(64) == syncs(64 * 40)

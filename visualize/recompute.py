@@ -6,21 +6,22 @@
 A certification run of this tool keeps, per image, what its certificates were computed from
 (NAME.stats.jsonl beside NAME.json). From those, this recomputes every radius, the certified
 accuracy and the ACR without sampling again: exactly what a fresh run with that alpha and the same
-seed gives (docs/METHOD.md, "Sufficient statistics"). Writes PREFIX.tsv (the community's log),
-PREFIX.mat (the MACER encoding, key = the mode) and PREFIX.json (the summary, and `recomputed`:
-from which run, which statistics, which alpha and bound); prints the summary.
+seed gives, early abstention included (docs/METHOD.md, "Sufficient statistics"); where that cannot
+be exact it refuses. Writes PREFIX.tsv (the community's log), PREFIX.mat (the MACER encoding, key =
+the mode) and PREFIX.json (the summary, and `recomputed`: from which run, which statistics, which
+alpha and bound, and the recomputations made before it) as one set, never over a run's files;
+records the recomputation in NAME.recomputations.jsonl; prints the summary.
 
 Needs numpy and scipy only.
 """
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from argtypes import HelpFormatter, Parser, probability  # noqa: E402
-from common import VERSION, atomic_write_text, output_folder, run_command  # noqa: E402
-from rs.results import format_summary, header_line, recompute, write_mat  # noqa: E402
+from common import run_command  # noqa: E402
+from rs.results import format_summary, recompute  # noqa: E402
 from rs.stats import BOUNDS  # noqa: E402
 
 
@@ -28,11 +29,14 @@ def build_parser():
     p = Parser(description='Recompute a certification run\'s certificates at another alpha or with another bound, '
                            'from its NAME.stats.jsonl, without sampling again.', formatter_class=HelpFormatter)
     p.add_argument('record', metavar='NAME.json', help='the JSON of a complete certification run of this tool')
-    p.add_argument('--alpha', type=probability, default=None, help='failure probability (default: the run\'s)')
+    p.add_argument('--alpha', type=probability, default=None,
+                   help='failure probability, below 1/2 (default: the run\'s)')
     p.add_argument('--bound', default=None, choices=sorted({b for bounds in BOUNDS.values() for b in bounds}),
                    help='clopper-pearson (hard only) or bernstein (default: the mode\'s own)')
-    p.add_argument('--mode', default='hard', choices=tuple(BOUNDS), help='which certificates of the run')
-    p.add_argument('--out', required=True, help='prefix of the output files (PREFIX.tsv, .mat, .json)')
+    p.add_argument('--mode', default=None, choices=tuple(BOUNDS),
+                   help='which certificates of the run (default: the run\'s mode; hard for a run of both)')
+    p.add_argument('--out', required=True,
+                   help='prefix of the output files (PREFIX.tsv, .mat, .json); never the files of a run')
     return p
 
 
@@ -41,20 +45,28 @@ def main(argv=None):
     done = {}
 
     def work():
-        result = done['result'] = recompute(args.record, args.alpha, args.bound, args.mode)
-        output_folder(args.out)
-        atomic_write_text(args.out + '.tsv', header_line() + ''.join(r.line() for r in result['rows']))
-        write_mat(args.out + '.mat', {args.mode: result['radii']})
-        content = {'version': VERSION, 'recomputed': result['recomputed'], 'summary': {args.mode: result['summary']}}
-        atomic_write_text(args.out + '.json', json.dumps(content, indent=1) + '\n')
+        done['result'] = recompute(args.record, args.alpha, args.bound, args.mode, out=args.out)
     status = run_command(work, f'{args.out}.*')
     if status == 0:
-        r = done['result']['recomputed']
-        print(f'recomputed from {r["statistics"]}: {args.mode} mode, alpha {r["alpha"]:g} (the run: '
-              f'{r["run_alpha"]:g}), bound {r["bound"]} (the run: {r["run_bound"]}); no sampling'
-              + (f'; {r["early_abstentions_kept"]} early abstentions kept' if r['early_abstentions_kept'] else ''))
-        print(format_summary({args.mode: done['result']['radii']}))
-        print(f'wrote {args.out}.tsv, {args.out}.mat, {args.out}.json')
+        result = done['result']
+        r = result['recomputed']
+        early = (f'; early test replayed at alpha {r["alpha"]:g}: {r["early_abstentions"]} early abstentions'
+                 if r['early_abstain'] else '')
+        print(f'recomputed from {r["statistics"]}: {r["mode"]} mode, alpha {r["alpha"]:g} (the run: '
+              f'{r["run_alpha"]:g}), bound {r["bound"]} (the run: {r["run_bound"]}); no sampling{early}')
+        print(f'{r["integrity"]}; labels {r["labels"]}')
+        earlier = len(r['earlier'])
+        looked = f'the run at alpha {r["run_alpha"]:g}'
+        if earlier:
+            looked += f' and {earlier} earlier recomputation{"s" * (earlier > 1)}, listed in the JSON'
+        if r['effective_alpha'] > r['alpha']:
+            print(f'warning: this run\'s statistics were looked at before ({looked}): if this alpha or bound was '
+                  f'chosen after looking, these certificates hold with probability 1 - {r["effective_alpha"]:g}, not '
+                  f'1 - {r["alpha"]:g}')
+        elif earlier:
+            print(f'note: made after {looked}')
+        print(format_summary({r['mode']: result['radii']}))
+        print(f'wrote {args.out}.tsv, {args.out}.mat and {args.out}.json (all three new); recorded in {r["history"]}')
     return status
 
 
