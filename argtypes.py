@@ -33,6 +33,20 @@ probability = number(float, 0.0, 1.0, low_open=True, high_open=True, what='a num
 momentum_type = number(float, 0.0, 1.0, high_open=True, what='a number in [0, 1)')
 
 
+def alpha_type(text):
+    """A certificate's failure probability: strictly between 0 and 1/2, and large enough for its bounds to be
+    finite (`rs.stats.check_alpha`)."""
+    from rs.stats import check_alpha
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'must be a number strictly between 0 and 1/2, got {text!r}') from None
+    try:
+        return check_alpha(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace('alpha must', 'must', 1)) from None
+
+
 def radius_type(text):
     """An L2 radius in pixel units of [0, 1] images; `A/B` is accepted, so Salman et al.'s 1/256 units
     read as they are written there (their `--epsilon 64` is `--epsilon 64/256` = 0.25 here)."""

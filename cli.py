@@ -8,7 +8,7 @@ import argparse
 import os
 
 from argtypes import HelpFormatter, Parser, file_name, momentum_type, nonneg_float, nonneg_int, positive_float, \
-    positive_int, probability, radius_type
+    positive_int, alpha_type, radius_type
 from checkpoint import check_fit
 from common import VERSION, UsageError, writable_dir
 from data import DATASETS
@@ -25,13 +25,31 @@ DEFAULT_SIGMA = 0.25
 # result JSON) keeps only those that applied to its run
 TRAINING_FLAGS = ('method', 'epochs', 'batch_size', 'gauss_num', 'lr', 'momentum', 'weight_decay', 'lr_milestones',
                   'lr_factor', 'lr_step', 'lbd', 'lbd_after', 'gamma', 'num_noise_vec', 'epsilon', 'num_steps',
-                  'warmup', 'workers', 'save_every', 'cert_from', 'cert_every', 'ckptdir')
+                  'warmup', 'eta', 'adv_training', 'step_size', 'mix_step', 'maxnorm', 'workers', 'save_every',
+                  'cert_from', 'cert_every', 'ckptdir')
 TEST_FLAGS = ('name',)
 # flags of the machinery, not of the computation: a record keeps --deterministic when set, nothing else
 PLUMBING_FLAGS = ('deterministic', 'dist_timeout')
-METHOD_FLAGS = {'gauss_num': ('macer', 'gaussian'), 'lbd': ('macer',), 'lbd_after': ('macer',), 'gamma': ('macer',),
-                'num_noise_vec': ('smoothadv',), 'epsilon': ('smoothadv',), 'num_steps': ('smoothadv',),
-                'warmup': ('smoothadv',)}
+METHOD_FLAGS = {'gauss_num': ('macer', 'gaussian'), 'lbd': ('macer', 'stability', 'consistency'), 'lbd_after': ('macer',),
+                'gamma': ('macer',), 'num_noise_vec': ('smoothadv', 'consistency', 'smoothmix'),
+                'epsilon': ('smoothadv', 'consistency'), 'num_steps': ('smoothadv', 'consistency', 'smoothmix'),
+                'warmup': ('smoothadv', 'consistency', 'smoothmix'), 'eta': ('consistency', 'smoothmix'),
+                'adv_training': ('consistency',), 'step_size': ('smoothmix',), 'mix_step': ('smoothmix',),
+                'maxnorm': ('smoothmix',)}
+# Consistency uses the attack's flags only on SmoothAdv points (--adv_training)
+ATTACK_FLAGS = ('epsilon', 'num_steps', 'warmup')
+# flags whose default depends on --method, from each method's source (a method the flag does not apply to
+# gets the first value, which nothing reads): {flag: {method: default}}
+METHOD_DEFAULTS = {'lbd': {'macer': 12.0, 'stability': 2.0, 'consistency': 10.0},
+                   'eta': {'consistency': 0.5, 'smoothmix': 1.0},
+                   'epsilon': {'smoothadv': 0.25, 'consistency': 2.0},
+                   'num_steps': {'smoothadv': 10, 'smoothmix': 8, 'consistency': 4},
+                   'warmup': {'smoothadv': 1, 'smoothmix': 10, 'consistency': 10}}
+
+
+def defaults_text(flag):
+    """'default: 12 for macer, 2 for stability, ...': the defaults of a flag of METHOD_DEFAULTS, for its help."""
+    return 'default: ' + ', '.join(f'{value:g} for {method}' for method, value in METHOD_DEFAULTS[flag].items())
 
 
 def build_parser():
@@ -88,7 +106,9 @@ def build_parser():
 
     g = p.add_argument_group('training')
     g.add_argument('--method', default='macer', choices=METHODS,
-                   help='macer (Zhai et al.), gaussian (Cohen et al.: noise augmentation) or smoothadv (Salman et al.)')
+                   help='macer (Zhai et al.), gaussian (Cohen et al.: noise augmentation), smoothadv (Salman et al.), '
+                        'stability (Li et al.\'s stability training), consistency (Jeong and Shin) or smoothmix '
+                        '(Jeong et al.): one loop, one step each (docs/METHOD.md)')
     g.add_argument('--epochs', default=440, type=positive_int, help='number of training epochs')
     g.add_argument('--batch_size', default=64, type=positive_int,
                    help='distinct images per optimiser step (each is used in k or m noisy copies)')
@@ -104,19 +124,43 @@ def build_parser():
                    help='when the schedule steps: end (after each epoch, so epochs 1-200 train at the first rate '
                         'with milestone 200) or start (before each epoch, as the public MACER code: epoch 200 '
                         'already trains at the lower rate). The default is end')
-    g.add_argument('--lbd', default=12.0, type=nonneg_float, help='lambda, weight of the MACER robustness loss')
+    g.add_argument('--lbd', default=None, type=nonneg_float,
+                   help='lambda: the weight of MACER\'s robustness term, of Stability training\'s stability term, of '
+                        f'Consistency\'s KL term ({defaults_text("lbd")})')
     g.add_argument('--lbd_after', default=0, type=nonneg_int,
                    help='lambda is 0 for the first LBD_AFTER epochs, then --lbd (the "dynamic" lambda of sigma 1.00: '
                         'the first lr milestone)')
     g.add_argument('--gamma', default=8.0, type=positive_float, help='MACER hinge on xi (radius sigma * gamma / 2)')
     g.add_argument('--num_noise_vec', default=1, type=positive_int,
-                   help='SmoothAdv: m, noise draws per image shared by the attack and the training step')
-    g.add_argument('--epsilon', default=0.25, type=radius_type,
-                   help='SmoothAdv: L2 radius of the attack in pixel units of [0, 1] images; A/B is accepted '
-                        '(Salman et al. give it in 1/256 units: their 64 is 64/256 = 0.25)')
-    g.add_argument('--num_steps', default=10, type=positive_int, help='SmoothAdv: PGD steps T')
-    g.add_argument('--warmup', default=1, type=positive_int,
-                   help='SmoothAdv: epochs over which epsilon grows linearly to --epsilon')
+                   help='m, noise draws per image: SmoothAdv (shared by the attack and the training step), Consistency '
+                        '(its copies; the authors\' default 1 leaves only the entropy term, their runs use 2 or 4), '
+                        'SmoothMix (shared by the attack, the clean and the mixed copies)')
+    g.add_argument('--epsilon', default=None, type=radius_type,
+                   help='SmoothAdv, and Consistency with --adv_training: L2 radius of the attack in pixel units of '
+                        '[0, 1] images; A/B is accepted (Salman et al. and Jeong and Shin give it in 1/256 units: '
+                        f'their 64 is 64/256 = 0.25) ({defaults_text("epsilon")})')
+    g.add_argument('--num_steps', default=None, type=positive_int,
+                   help=f'attack steps T of SmoothAdv, of Consistency with --adv_training and of SmoothMix '
+                        f'({defaults_text("num_steps")})')
+    g.add_argument('--warmup', default=None, type=positive_int,
+                   help='epochs over which SmoothAdv\'s epsilon (and Consistency\'s with --adv_training) grows linearly '
+                        'to --epsilon, and SmoothMix\'s eta and one-step radius to theirs '
+                        f'({defaults_text("warmup")})')
+    g.add_argument('--eta', default=None, type=nonneg_float,
+                   help=f'Consistency: weight of the entropy term; SmoothMix: weight of the mixup term '
+                        f'({defaults_text("eta")})')
+    g.add_argument('--adv_training', action='store_true',
+                   help='Consistency on SmoothAdv points (Jeong and Shin\'s --adv-training): their PGD attack of '
+                        '--num_steps steps in the --epsilon ball, on the same m noise draws')
+    g.add_argument('--step_size', default=1.0, type=positive_float,
+                   help='SmoothMix: alpha, the L2 length of each attack step in pixel units (the attack reaches up '
+                        'to --num_steps x alpha from the image)')
+    g.add_argument('--mix_step', default=0, type=nonneg_int,
+                   help='SmoothMix: the attack step whose point is the clean end of the mixup: 0 (the default), the '
+                        'image (SmoothMix); 1, the one-step adversary (within alpha of the image, less during warm-up)')
+    g.add_argument('--maxnorm', default=None, type=positive_float,
+                   help='SmoothMix: keep the attack within this L2 distance of the image (the authors\' restriction '
+                        'study; default: unbounded, as every published run)')
     g.add_argument('--workers', default=None, type=nonneg_int,
                    help='data-loading processes (default: 0 for digits, else 4 or the number of CPU cores if fewer)')
     g.add_argument('--save_every', default=1, type=positive_int,
@@ -139,7 +183,7 @@ def build_parser():
     g.add_argument('--skip', default=1, type=positive_int, help='certify test images start_img, start_img + skip, ...')
     g.add_argument('--N0', default=100, type=positive_int, help='noisy samples that choose the class')
     g.add_argument('--N', default=100000, type=positive_int, help='noisy samples that bound its probability')
-    g.add_argument('--alpha', default=0.001, type=probability, help='failure probability of each certificate')
+    g.add_argument('--alpha', default=0.001, type=alpha_type, help='failure probability of each certificate')
     g.add_argument('--certify_batch', default=1000, type=positive_int, help='noisy samples per forward pass')
     g.add_argument('--mode', default=None, choices=MODE_CHOICES,
                    help='hard (Clopper-Pearson), soft (Bernstein) or both (default: both for --task test, hard '
@@ -184,6 +228,12 @@ def resolve(args):
     check_fit(args.arch, args.dataset)
     if args.gauss_num is None:
         args.gauss_num = 16 if args.method == 'macer' else 1
+    for flag, defaults in METHOD_DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, defaults.get(args.method, next(iter(defaults.values()))))
+    if args.task == 'train' and args.method == 'smoothmix' and args.mix_step >= args.num_steps:
+        raise UsageError(f'--mix_step {args.mix_step} must be below --num_steps {args.num_steps}: the attack has no '
+                         f'step {args.mix_step} (0 starts the mixup at the image, 1 at the one-step adversary)')
     if args.workers is None:
         # more loader processes than cores only contend for them (and make torch warn)
         args.workers = 0 if args.dataset == 'digits' else min(4, len(os.sched_getaffinity(0)))
@@ -215,12 +265,15 @@ def resolve(args):
 
 def record(args):
     """The arguments that applied to this run, for its checkpoints and result files: no training flags in a
-    certification's record, no `lbd` in a Gaussian model's, no `beta` where nothing used it."""
+    certification's record, no `lbd` in a Gaussian model's, no `beta` where nothing used it, no attack flags in
+    a Consistency model's trained without --adv_training."""
     out = {}
     for key, value in vars(args).items():
         if key.startswith('_') or (args.task == 'test' and key in TRAINING_FLAGS) or \
                 (args.task == 'train' and key in TEST_FLAGS) or \
-                (args.task == 'train' and args.method not in METHOD_FLAGS.get(key, METHODS)):
+                (args.task == 'train' and args.method not in METHOD_FLAGS.get(key, METHODS)) or \
+                (args.task == 'train' and args.method == 'consistency' and key in ATTACK_FLAGS and
+                 not args.adv_training):
             continue
         if key == 'beta' and args.mode == 'hard' and not (args.task == 'train' and args.method == 'macer'):
             continue

@@ -35,7 +35,10 @@ def certify(*args):
 def in_process(capsys, *args):
     """main.py in this process (no start-up cost): (exit status, stderr)."""
     capsys.readouterr()
-    code = main.main([str(a) for a in args])
+    try:
+        code = main.main([str(a) for a in args])
+    except SystemExit as e:  # a flag's value refused by argparse
+        code = e.code
     return subprocess.CompletedProcess(args, code, '', capsys.readouterr().err)
 
 
@@ -46,7 +49,10 @@ def recompute_in_process(capsys, *args):
     command = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(command)
     capsys.readouterr()
-    code = command.main([str(a) for a in args])
+    try:
+        code = command.main([str(a) for a in args])
+    except SystemExit as e:  # a flag's value refused by argparse
+        code = e.code
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 

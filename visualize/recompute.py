@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from argtypes import HelpFormatter, Parser, probability  # noqa: E402
+from argtypes import HelpFormatter, Parser, alpha_type  # noqa: E402
 from common import run_command  # noqa: E402
 from rs.results import format_summary, recompute  # noqa: E402
 from rs.stats import BOUNDS  # noqa: E402
@@ -29,7 +29,7 @@ def build_parser():
     p = Parser(description='Recompute a certification run\'s certificates at another alpha or with another bound, '
                            'from its NAME.stats.jsonl, without sampling again.', formatter_class=HelpFormatter)
     p.add_argument('record', metavar='NAME.json', help='the JSON of a complete certification run of this tool')
-    p.add_argument('--alpha', type=probability, default=None,
+    p.add_argument('--alpha', type=alpha_type, default=None,
                    help='failure probability, below 1/2 (default: the run\'s)')
     p.add_argument('--bound', default=None, choices=sorted({b for bounds in BOUNDS.values() for b in bounds}),
                    help='clopper-pearson (hard only) or bernstein (default: the mode\'s own)')
