@@ -35,7 +35,7 @@ def macer_loss(logits: torch.Tensor, targets: torch.Tensor, *, sigma: float, lbd
     of the paper uses 8) both keep the same points; at the hyper-parameter study's gamma 12 and 16,
     this loss also keeps the points with q2 < 3e-8 and xi <= gamma, as the paper's definition does.
     """
-    logits = _at_least_fp32(logits)
+    logits = at_least_fp32(logits)
     n = logits.shape[0]
     p = F.softmax(logits, dim=2).mean(dim=1)
     classification = -torch.log(p.gather(1, targets[:, None]).squeeze(1) + 1e-10).sum()
@@ -63,12 +63,13 @@ def hinge_kept(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float, bet
     still pushes, and it falls towards 0 as the margins grow.
     """
     with torch.no_grad():
-        q = F.softmax(beta * _at_least_fp32(logits), dim=2).mean(dim=1)
+        q = F.softmax(beta * at_least_fp32(logits), dim=2).mean(dim=1)
         top2, top2_idx = q.topk(2, dim=1)
         return _kept(top2, top2_idx, targets, gamma)
 
 
-def _at_least_fp32(logits):
+def at_least_fp32(logits):
+    """Half-precision logits as float32; float32 and float64 as they are (every loss is computed in one of these)."""
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 

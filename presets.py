@@ -1,7 +1,8 @@
 """The paper's training settings by name: `--preset NAME` sets these flags; a flag given on the
 command line wins. One entry per training row of the MACER paper's tables (docs/METHOD.md,
 "Published numbers"), the MNIST, SVHN, ImageNet and 150-epoch runs, the Cohen and Salman rows of
-each data set, plus the `digits` settings of the demo.
+each data set, the Cifar-10 rows of Stability training, Consistency regularization and SmoothMix as
+their authors ran them, plus the `digits` settings of the demo and the studies.
 
 Every value the paper (or, for the baselines, their authors' code) does not state is listed in
 `NOT_STATED` with the reason for the choice; `--help`, the run's first log line and
@@ -48,6 +49,31 @@ _IMAGENET_MACER = dict(_MACER, **_IMAGENET_IMAGES, lbd=6.0, epochs=120, lr=0.1, 
 _IMAGENET_SALMAN = dict(_SALMAN, **_IMAGENET_IMAGES, epochs=90, lr_milestones=[30, 60], num_steps=1, num_noise_vec=1,
                         batch_size=256, cert_from=90)
 
+# Jeong et al.'s Cifar-10 runs of Stability training, Consistency and SmoothMix (their code: jh-jeong/
+# smoothing-consistency@a11954aa, jh-jeong/smoothmix@cb1fd330; the command lines: alinlab/smoothing-catrs@d4bc576e
+# EXPERIMENTS.MD and the paths of the authors' certification files): ResNet-110 behind Cohen's normalisation layer
+# (their get_architecture), 150 epochs, SGD lr 0.1, momentum 0.9 (plain: the Consistency paper's appendix says
+# Nesterov, the code that made the numbers has none), weight decay 1e-4. Their StepLR(50, 0.1) steps after each
+# epoch with that epoch's 0-based index, so the rate falls after epochs 51 and 101 (1-based), one epoch later than
+# "at 50 and 100". Consistency and SmoothMix cut each loader batch of 256 into m chunks of 256/m images, one
+# optimiser step per chunk, as Salman's code: here --batch_size counts distinct images per step, so it is 256/m
+# (the epochs stay 150: each image is seen once an epoch either way). Certified, like the Salman rows, after the
+# last epoch on the default test images (the authors certified all 10000: REPRODUCE.md gives that command).
+_JEONG = dict(dataset='cifar10', input_layer='normalize', epochs=150, lr=0.1, lr_milestones=[51, 101], lr_factor=0.1,
+              momentum=0.9, weight_decay=1e-4, cert_from=150, cert_every=20)
+# Stability training (catrs EXPERIMENTS.MD): lambda 2 at sigma 0.25 and 0.50, 1 at 1.00; batch 256, one noisy copy
+_STABILITY_LAMBDA = {'0.25': 2.0, '0.50': 2.0, '1.00': 1.0}
+# Consistency (the certification files' paths): m = 2, lambda 20 / 10 / 10, eta 0.5
+_CONSISTENCY_LAMBDA = {'0.25': 20.0, '0.50': 10.0, '1.00': 10.0}
+# Consistency on SmoothAdv points: PGD eps 255/256 (0.25) or 512/256 = 2.00, T = 10, warm-up 10; m = 4, lambda 2
+# at 0.25, m = 2, lambda 1 at 0.50 and 1.00; eta 0.5
+_CONSISTENCY_ADV = {'0.25': dict(epsilon=255 / 256, num_noise_vec=4, lbd=2.0),
+                    '0.50': dict(epsilon=2.0, num_noise_vec=2, lbd=1.0),
+                    '1.00': dict(epsilon=2.0, num_noise_vec=2, lbd=1.0)}
+# SmoothMix (smoothmix EXPERIMENTS.MD): m = 2, T = 4, alpha 0.5 / 1.0 / 2.0, eta 5, warm-up 10, unbounded attack;
+# mix_step 0, and the "one-step adversary" variant mix_step 1 (-onestep)
+_SMOOTHMIX_ALPHA = {'0.25': 0.5, '0.50': 1.0, '1.00': 2.0}
+
 PRESETS = {
     'cifar10-macer-0.25': dict(_MACER, dataset='cifar10', sigma=0.25, lbd=12.0),
     'cifar10-macer-0.50': dict(_MACER, dataset='cifar10', sigma=0.50, lbd=4.0),
@@ -88,6 +114,18 @@ PRESETS = {
     'svhn-gaussian-0.25': dict(_GAUSSIAN_AS_MACER, dataset='svhn', sigma=0.25),
     'svhn-gaussian-0.50': dict(_GAUSSIAN_AS_MACER, dataset='svhn', sigma=0.50),
 }
+for _s in ('0.25', '0.50', '1.00'):
+    PRESETS[f'cifar10-stability-{_s}'] = dict(_JEONG, method='stability', sigma=float(_s), lbd=_STABILITY_LAMBDA[_s],
+                                              batch_size=256)
+    PRESETS[f'cifar10-consistency-{_s}'] = dict(_JEONG, method='consistency', sigma=float(_s), num_noise_vec=2,
+                                                lbd=_CONSISTENCY_LAMBDA[_s], eta=0.5, batch_size=128)
+    PRESETS[f'cifar10-consistency-{_s}-smoothadv'] = dict(
+        _JEONG, method='consistency', sigma=float(_s), adv_training=True, num_steps=10, warmup=10, eta=0.5,
+        **_CONSISTENCY_ADV[_s], batch_size=256 // _CONSISTENCY_ADV[_s]['num_noise_vec'])
+    for _variant, _mix_step in (('', 0), ('-onestep', 1)):
+        PRESETS[f'cifar10-smoothmix-{_s}{_variant}'] = dict(
+            _JEONG, method='smoothmix', sigma=float(_s), num_noise_vec=2, num_steps=4, step_size=_SMOOTHMIX_ALPHA[_s],
+            eta=5.0, mix_step=_mix_step, warmup=10, batch_size=128)
 
 _IMAGENET_MACER_UNSTATED = {
     'lbd': 'not in the accessible text; 6, as a MACER-derived re-implementation',
@@ -128,6 +166,17 @@ for _sigma in (0.25, 0.50):
     PRESETS[f'digits-gaussian-{_sigma:.2f}'] = dict(_DIGITS, method='gaussian', sigma=_sigma, gauss_num=1)
     PRESETS[f'digits-smoothadv-{_sigma:.2f}'] = dict(_DIGITS, method='smoothadv', sigma=_sigma, num_noise_vec=2,
                                                        num_steps=4, epsilon=0.5, warmup=10)
+# The three newer methods on the same schedule and batch (32 distinct images per step, as SmoothAdv's m = 2 copies
+# above), with their authors' Cifar-10 hyper-parameters of the same sigma, which already cost about what MACER
+# costs here: Stability lambda 2; Consistency m = 2, lambda 20 (0.25) / 10 (0.50), eta 0.5; SmoothMix m = 2, T = 4,
+# alpha 0.5 (0.25) / 1.0 (0.50), eta 5, mix_step 0, warm-up 10 epochs (as SmoothAdv's above)
+for _sigma in (0.25, 0.50):
+    _s = f'{_sigma:.2f}'
+    PRESETS[f'digits-stability-{_s}'] = dict(_DIGITS, method='stability', sigma=_sigma, lbd=_STABILITY_LAMBDA[_s])
+    PRESETS[f'digits-consistency-{_s}'] = dict(_DIGITS, method='consistency', sigma=_sigma, num_noise_vec=2,
+                                               lbd=_CONSISTENCY_LAMBDA[_s], eta=0.5)
+    PRESETS[f'digits-smoothmix-{_s}'] = dict(_DIGITS, method='smoothmix', sigma=_sigma, num_noise_vec=2, num_steps=4,
+                                             step_size=_SMOOTHMIX_ALPHA[_s], eta=5.0, mix_step=0, warmup=10)
 
 
 def not_stated(name):

@@ -1,4 +1,5 @@
-"""Training: MACER (Algorithm 1), Gaussian augmentation and SmoothAdv behind one loop.
+"""Training: MACER (Algorithm 1) and the methods it is compared with (Gaussian augmentation, SmoothAdv, Stability
+training, Consistency regularization, SmoothMix) behind one loop.
 
 `run_training` owns the epoch loop: per epoch `train_one_epoch`, the learning-rate step, a log
 line, a checkpoint and, on the certification schedule, a certification of the model in hard mode.
@@ -8,7 +9,7 @@ one run per folder (each run has an identity, written in its checkpoints), one p
 (model, optimiser, scheduler, epoch, RNG states, arguments, the log so far) and are written atomically.
 
 Where the randomness comes from, so that a resumed run continues bit for bit (on the same device model):
-the training noise (and SmoothAdv's random directions) from the main process's generator on the training
+the training noise (and SmoothAdv's random directions, SmoothMix's mixing coefficients) from the main process's generator on the training
 device, which the checkpoint restores; the shuffle and the augmentation from (--seed, epoch, rank, world)
 alone when loader workers read the data (`data.training_loader`), else from the main process's CPU
 generator, restored too.
@@ -24,13 +25,15 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import checkpoint
-from baselines import gaussian_loss, smoothadv_attack
+from baselines import consistency_loss, gaussian_loss, smoothadv_attack, smoothmix_attack, smoothmix_loss, \
+    soft_pgd, stability_loss
 from common import FolderLock, SingleProcess, UsageError, atomic_write_text, differences, first_line, jsonable, \
     remove_stale_temporaries
 from data import NUM_CLASSES, get_dataset, training_loader
@@ -38,13 +41,15 @@ from macer import hinge_kept, macer_loss
 from model import build_model
 from runtime import cpu_name, gpu_model
 
-METHODS = ('macer', 'gaussian', 'smoothadv')
+METHODS = ('macer', 'gaussian', 'smoothadv', 'stability', 'consistency', 'smoothmix')
+# the methods that draw m noise copies per image with --num_noise_vec (MACER and Gaussian: k, --gauss_num)
+M_COPIES = ('smoothadv', 'consistency', 'smoothmix')
 
 # the arguments that make a run what it is: resuming with any of them changed would silently
 # train a different model, so it is refused (--epochs, the certification and I/O flags may change)
 IDENTITY = ('method', 'dataset', 'arch', 'input_layer', 'sigma', 'lbd', 'lbd_after', 'gamma', 'beta', 'gauss_num',
-            'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'batch_size', 'lr', 'momentum', 'weight_decay',
-            'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
+            'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'eta', 'adv_training', 'step_size', 'mix_step', 'maxnorm',
+            'batch_size', 'lr', 'momentum', 'weight_decay', 'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
 
 LOG_NAME = 'log.jsonl'
 LATEST = 'latest.pth'
@@ -65,6 +70,12 @@ def epsilon_at(epoch, epsilon, warmup):
     return min(epsilon, epoch * epsilon / warmup)
 
 
+def warmup_at(epoch, warmup):
+    """SmoothMix's warm-up factor in epoch `epoch` (1-based): min(1, epoch / warmup), their
+    min(1, (epoch + 1) / warmup) of a 0-based epoch; it scales eta and the one-step adversary's radius."""
+    return min(1.0, epoch / warmup)
+
+
 def is_cert_epoch(epoch, cert_from, cert_every):
     """The public code's schedule, generalised: epochs cert_from, cert_from + cert_every, ..."""
     return epoch >= cert_from and (epoch - cert_from) % cert_every == 0
@@ -82,18 +93,27 @@ class StepArgs:
     """The hyper-parameters of one training step of `method` (those of the current epoch)."""
     method: str
     sigma: float
-    k: int               # noisy copies per image: MACER's k, Gaussian's copies, SmoothAdv's m
-    lbd: float = 0.0     # MACER: lambda of this epoch
+    k: int               # noisy copies per image: MACER's k, Gaussian's copies, the m of SmoothAdv, Consistency, SmoothMix
+    lbd: float = 0.0     # MACER: lambda of this epoch; Stability, Consistency: lambda
     gamma: float = 8.0   # MACER: hinge on xi
     beta: float = 16.0   # MACER: inverse temperature of the robustness term
-    epsilon: float = 0.0  # SmoothAdv: attack radius of this epoch (pixel units)
-    num_steps: int = 0   # SmoothAdv: PGD steps
+    epsilon: float = 0.0  # SmoothAdv, Consistency's SmoothAdv points: attack radius of this epoch (pixel units)
+    num_steps: int = 0   # SmoothAdv, Consistency's SmoothAdv points, SmoothMix: attack steps
+    eta: float = 0.0     # Consistency: entropy weight; SmoothMix: mixup weight of this epoch (eta x warm-up)
+    adv: bool = False    # Consistency: on SmoothAdv points (--adv_training)
+    step_size: float = 0.0  # SmoothMix: the attack's step alpha (pixel units)
+    mix_step: int = 0    # SmoothMix: the attack step that starts the mixup (0: the image)
+    maxnorm: Optional[float] = None  # SmoothMix: the attack's L2 bound (None: unbounded)
+    warmup_factor: float = 1.0  # SmoothMix: min(1, epoch / warmup), scales the one-step adversary's radius
 
     @classmethod
     def of_epoch(cls, args, epoch):
-        k = args.num_noise_vec if args.method == 'smoothadv' else args.gauss_num
+        k = {'stability': 1}.get(args.method, args.num_noise_vec if args.method in M_COPIES else args.gauss_num)
+        w = warmup_at(epoch, args.warmup) if args.method == 'smoothmix' else 1.0
         return cls(args.method, args.sigma, k, lambda_at(epoch, args.lbd, args.lbd_after), args.gamma, args.beta,
-                   epsilon_at(epoch, args.epsilon, args.warmup), args.num_steps)
+                   epsilon_at(epoch, args.epsilon, args.warmup), args.num_steps, eta=args.eta * w,
+                   adv=args.method == 'consistency' and args.adv_training, step_size=args.step_size,
+                   mix_step=args.mix_step, maxnorm=args.maxnorm, warmup_factor=w)
 
 
 def training_step(model, x, y, step):
@@ -103,19 +123,50 @@ def training_step(model, x, y, step):
     MACER: k noisy copies, `macer_loss`. Gaussian: k copies (1 by default), cross-entropy.
     SmoothAdv: m noise draws, the PGD attack on them, then cross-entropy on x_adv + d_1..d_m with
     the same draws; `random_directions` counts the attack's steps that took a random direction for
-    want of a gradient (0 for the other methods; a 0-dim tensor on the device). `step`: a `StepArgs`.
+    want of a gradient (0 for the other methods; a 0-dim tensor on the device).
+    Stability: f(x), then f(x + d) (two forward passes in train mode, in the authors' order: BatchNorm
+    sees the clean batch, then the noisy one), `stability_loss`. Consistency: m copies,
+    `consistency_loss`; with `step.adv` on the points of `soft_pgd` (radius epsilon, steps of
+    2 epsilon / T, the mean objective: their --adv-training) with the same draws. SmoothMix: m draws
+    shared by `smoothmix_attack` and both forward passes (the copies of the mixup's clean end x_start, which is
+    x unless --mix_step 1, then the mixed ones), a mixing coefficient per image from U(0, 1/2) (drawn after
+    the noise), `smoothmix_loss`.
+    `logits` are those of the noisy copies of the images the classification term is on (for the
+    training accuracy). `step`: a `StepArgs`.
     """
     n = x.shape[0]
     # noise is drawn on the device: no host-side tensor of n * k images
     noise = torch.randn((n, step.k, *x.shape[1:]), device=x.device, dtype=x.dtype).mul_(step.sigma)
     random_directions = torch.zeros((), dtype=torch.int64, device=x.device)
+
+    def noisy(images):
+        return model((images.unsqueeze(1) + noise).flatten(0, 1)).view(n, step.k, -1)
     if step.method == 'smoothadv':
         x, random_directions = smoothadv_attack(model, x, y, noise, epsilon=step.epsilon, num_steps=step.num_steps)
-    logits = model((x.unsqueeze(1) + noise).flatten(0, 1)).view(n, step.k, -1)
-    if step.method == 'macer':
-        parts = macer_loss(logits, y, sigma=step.sigma, lbd=step.lbd, gamma=step.gamma, beta=step.beta)
+    if step.method == 'consistency' and step.adv and step.epsilon > 0:
+        x, _ = soft_pgd(model, x, y, noise, step_size=2.0 * step.epsilon / step.num_steps, num_steps=step.num_steps,
+                        maxnorm=step.epsilon, per_image_mean=True)
+    if step.method == 'stability':
+        clean = model(x)
+        logits = noisy(x)
+        parts = stability_loss(clean, logits, y, lbd=step.lbd)
+    elif step.method == 'smoothmix':
+        lam = torch.rand(n, device=x.device, dtype=x.dtype).div_(2)
+        x_start, x_adv = smoothmix_attack(model, x, y, noise, step_size=step.step_size, num_steps=step.num_steps,
+                                          mix_step=step.mix_step, warmup_factor=step.warmup_factor,
+                                          maxnorm=step.maxnorm)
+        logits = noisy(x_start)  # the clean side: x itself, or the one-step adversary (their code's `inputs`)
+        lam_ = lam.view(-1, *[1] * (x.dim() - 1))
+        mixed = noisy((1 - lam_) * x_start + lam_ * x_adv)
+        parts = smoothmix_loss(logits, mixed, y, lam, eta=step.eta)
     else:
-        parts = gaussian_loss(logits, y)
+        logits = noisy(x)
+        if step.method == 'macer':
+            parts = macer_loss(logits, y, sigma=step.sigma, lbd=step.lbd, gamma=step.gamma, beta=step.beta)
+        elif step.method == 'consistency':
+            parts = consistency_loss(logits, y, lbd=step.lbd, eta=step.eta)
+        else:
+            parts = gaussian_loss(logits, y)
     return (*parts, logits, random_directions)
 
 
@@ -534,8 +585,8 @@ def _train(args, device, make_runner, certify_epoch, job, record, check_results)
         job.print(f'==> nothing to train: the checkpoint is at epoch {run.start} of --epochs {args.epochs}')
         return run.model
     job.print(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, '
-              f'batch {args.batch_size}, {"k" if args.method != "smoothadv" else "m"} = '
-              f'{args.num_noise_vec if args.method == "smoothadv" else args.gauss_num}, sigma {args.sigma}) '
+              f'batch {args.batch_size}, {"m" if args.method in M_COPIES else "k"} = '
+              f'{StepArgs.of_epoch(args, 1).k}, sigma {args.sigma}) '
               f'on {device}{f" x {job.world} processes" if job.world > 1 else ""}, '
               f'epochs {run.start + 1}..{args.epochs}', flush=True)
     for epoch in range(run.start + 1, args.epochs + 1):
@@ -565,9 +616,12 @@ def _train(args, device, make_runner, certify_epoch, job, record, check_results)
         if args.method == 'macer':
             entry['lambda'] = lambda_at(epoch, args.lbd, args.lbd_after)
             entry['hinge_kept'] = figures['hinge_kept']
-        if args.method == 'smoothadv':
+        if args.method == 'smoothadv' or (args.method == 'consistency' and args.adv_training):
             entry['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
+        if args.method == 'smoothadv':
             entry['random_directions'] = figures['random_directions']
+        if args.method == 'smoothmix':
+            entry['eta'] = args.eta * warmup_at(epoch, args.warmup)
         run.history.append(entry)
         job.print(epoch_line(entry, args.epochs), flush=True)
         certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
@@ -612,7 +666,8 @@ def save(args, run, epoch, numbered, job, record, device):
 
 def _diverged_advice(args):
     latest = os.path.join(args.ckptdir, LATEST) if args.ckptdir else None
-    fix = f'lower --lr (now {args.lr})' + (f' or --lbd (now {args.lbd})' if args.method == 'macer' else '')
+    fix = f'lower --lr (now {args.lr})' + (f' or --lbd (now {args.lbd})' if args.method in ('macer', 'stability',
+                                                                                          'consistency') else '')
     if latest and os.path.exists(latest):
         # a run resumes only with its own arguments: other ones make a new run, in a folder of its own
         return (f'{latest}, the last good checkpoint, is kept: {fix} and start a new run in another --ckptdir '
