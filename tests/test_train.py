@@ -10,7 +10,7 @@ import cli
 import main
 from conftest import run_main, snapshot
 from presets import PRESETS, describe, not_stated
-from train import epsilon_at, is_cert_epoch, lambda_at
+from train import epsilon_at, is_cert_epoch, lambda_at, warmup_at
 
 FAST = ['--dataset', 'digits', '--batch_size', 64, '--lr', 0.05, '--quiet', '--N', 200, '--N0', 50,
         '--certify_batch', 250]
@@ -103,6 +103,8 @@ def test_schedules():
     assert [lambda_at(e, 12.0, 200) for e in (1, 200, 201, 440)] == [0.0, 0.0, 12.0, 12.0]
     assert [lambda_at(e, 12.0, 0) for e in (1, 2)] == [12.0, 12.0]
     assert [epsilon_at(e, 1.0, 10) for e in (1, 5, 10, 11)] == [0.1, 0.5, 1.0, 1.0]
+    # SmoothMix's min(1, (epoch + 1) / warmup) of a 0-based epoch
+    assert [warmup_at(e, 10) for e in (1, 5, 10, 11)] == [min(1.0, (e0 + 1) / 10) for e0 in (0, 4, 9, 10)]
     assert [e for e in range(1, 441) if is_cert_epoch(e, 200, 20)] == list(range(200, 441, 20))
 
 
@@ -168,9 +170,9 @@ def test_a_preset_sets_defaults_and_flags_win():
         ('smoothadv', 8, 1.0, 3, 'center')
     assert cli.parse_args(['--preset', 'cifar10-salman-0.25', '--input_layer', 'normalize']).input_layer == 'normalize'
     # the demo's and the study's runs certify afterwards, not during training (500 images at N 100000)
-    for method in ('macer', 'gaussian', 'smoothadv'):
+    for method in ('macer', 'gaussian', 'smoothadv', 'stability', 'consistency', 'smoothmix'):
         args = cli.parse_args(['--preset', f'digits-{method}-0.25'])
-        assert args.cert_from > args.epochs
+        assert args.cert_from > args.epochs and args.method == method
     assert cli.parse_args(['--epsilon', '64/256']).epsilon == 0.25
 
 
@@ -215,7 +217,8 @@ def test_records_hold_only_the_arguments_that_applied(tmp_path):
     assert train('--method', 'gaussian', '--epochs', 1, '--ckptdir', tmp_path / 'ck') == 0
     args = torch.load(tmp_path / 'ck' / 'latest.pth', weights_only=True)['args']
     assert args['method'] == 'gaussian' and args['gauss_num'] == 1 and args['sigma'] == 0.25
-    assert not {'lbd', 'lbd_after', 'gamma', 'beta', 'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'name'} & set(args)
+    assert not {'lbd', 'lbd_after', 'gamma', 'beta', 'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'name', 'eta',
+                'adv_training', 'step_size', 'mix_step', 'maxnorm'} & set(args)
     assert main.main(['--task', 'test', '--dataset', 'digits', '--resume_ckpt', str(tmp_path / 'ck' / 'latest.pth'),
                       '--start_img', '0', '--num_img', '2', '--N', '100', '--mode', 'hard', '--quiet',
                       '--matdir', str(tmp_path / 'mat')]) == 0
