@@ -68,7 +68,7 @@ def hinge_kept(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float, bet
         return _kept(top2, top2_idx, targets, gamma)
 
 
-def at_least_fp32(logits):
+def at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
     """Half-precision logits as float32; float32 and float64 as they are (every loss is computed in one of these)."""
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
