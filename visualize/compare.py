@@ -33,8 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from argtypes import HelpFormatter, Parser, nonneg_float, probability  # noqa: E402
-from common import UsageError, output_folder, run_command  # noqa: E402
-from plotcurves import STYLES, _csv_escape, _tex_escape, typeset, write_figure  # noqa: E402
+from common import UsageError, output_folder  # noqa: E402
+from plotcurves import STYLES, _csv_escape, _tex_escape, run_and_report, typeset, write_figure  # noqa: E402
 from rs.compare import LEVEL, RESAMPLES, SEED, compare_pair, holm, read_run, run_summary, same_images  # noqa: E402
 from rs.stats import GRID  # noqa: E402
 
@@ -288,11 +288,7 @@ def main(argv=None):
         done['tables'] = tables(labels, runs, result, args.level, images_note, sigma_notes)
         fig = typeset(lambda: figure(labels, runs, result, args.level, args.title))
         write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'])
-    status = run_command(work, f'{args.out}.*')
-    if status == 0:
-        print(done['tables']['.md'], end='')
-        print(f'wrote {", ".join(args.out + ext for ext in OUTPUTS)}')
-    return status
+    return run_and_report(work, args.out, done, OUTPUTS)
 
 
 if __name__ == '__main__':

@@ -282,6 +282,17 @@ def write_figure(prefix, fig, extensions, what, texts=None):
         plt.close(fig)
 
 
+def run_and_report(work, out, done, outputs=OUTPUTS):
+    """Run a table command's `work()`; on success print its Markdown table (`done['tables']['.md']`) and
+    the files written (`outputs`, the extensions). Returns the exit status (plotcurves and compare share
+    this ending)."""
+    status = run_command(work, f'{out}.*')
+    if status == 0:
+        print(done['tables']['.md'], end='')
+        print(f'wrote {", ".join(out + ext for ext in outputs)}')
+    return status
+
+
 def build_parser():
     p = Parser(
         description='Certified-accuracy curves (PREFIX.png, PREFIX.pdf) and tables (PREFIX.md, .tex, .csv) from '
@@ -337,11 +348,7 @@ def main(argv=None):
         fig = typeset(lambda: figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
                                      [c for c in cliffs if c <= max_radius], caption, bands))
         write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'])
-    status = run_command(work, f'{args.out}.*')
-    if status == 0:
-        print(done['tables']['.md'], end='')
-        print(f'wrote {", ".join(args.out + ext for ext in OUTPUTS)}')
-    return status
+    return run_and_report(work, args.out, done)
 
 
 if __name__ == '__main__':
