@@ -511,6 +511,9 @@ class SingleProcess:
         """[obj of rank 0, obj of rank 1, ...] on every rank."""
         return [obj]
 
+    def broadcast_buffers(self, module):
+        """Give every rank rank 0's buffers of `module`: nothing to do for one process."""
+
     def on_main(self, step):
         """Run `step()` on rank 0 and give its result to every rank; a UsageError there is raised on every rank."""
         return step()

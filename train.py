@@ -242,8 +242,7 @@ def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, de
     bar.close()
     totals = torch.cat([sums, sums.new_tensor([images, copies])])
     s = (totals if job.world == 1 else job.all_reduce_sum(totals)).tolist()  # the epoch's sync point
-    if job.world > 1:
-        job.broadcast_buffers(model)
+    job.broadcast_buffers(model)
     figures = {'classification': s[0] / s[9], 'robustness': s[1] / s[9], 'train_acc_noise': s[2] / s[10],
                'grad_norm': s[4] / s[5] if s[5] else None, 'skipped_steps': int(s[6]),
                'noisy_images': int(s[10]), 'images': int(s[9])}

@@ -72,3 +72,25 @@ def imagenet_folder(root, classes=2, per_class=4, size=(40, 48), seed=0):
                 pixels = rng.randint(0, 256, size=(size[0], size[1], 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(os.path.join(folder, f'{split}_{c}_{i}.png'))
     return str(root)
+
+
+# a finder that makes `import torch` fail, as on a machine without it; runs SCRIPT ARGS as `python SCRIPT`
+# does (its folder first on the path) and checks afterwards that torch was never imported
+_NO_TORCH = ('import os, sys, runpy\n'
+             'class NoTorch:\n'
+             '    def find_spec(self, name, path=None, target=None):\n'
+             '        if name == "torch" or name.startswith("torch."):\n'
+             '            raise ModuleNotFoundError("no torch here")\n'
+             'sys.meta_path.insert(0, NoTorch())\n'
+             'sys.argv = sys.argv[1:]\n'
+             'sys.path.insert(0, os.path.dirname(sys.argv[0]))\n'
+             'try:\n'
+             '    runpy.run_path(sys.argv[0], run_name="__main__")\n'
+             'finally:\n'
+             '    assert "torch" not in sys.modules\n')
+
+
+def run_without_torch(script, *args):
+    """`python SCRIPT ARGS` in a process where torch cannot be imported: the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, '-c', _NO_TORCH, str(script), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT)

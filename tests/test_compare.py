@@ -17,7 +17,7 @@ from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
-from conftest import ROOT
+from conftest import ROOT, run_without_torch
 from rs.compare import (bootstrap_mean, clopper_pearson, compare_pair, coverage, holm, label_lower_bound,
                         mcnemar_exact, newcombe_paired, read_run)
 from rs.results import read_tsv
@@ -291,16 +291,7 @@ def test_runs_at_other_sigmas_are_refused_unless_asked_and_the_table_prints_both
 
 
 def test_compare_runs_without_torch(tmp_path):
-    blocker = ('import sys, runpy\n'
-               'class NoTorch:\n'
-               '    def find_spec(self, name, path=None, target=None):\n'
-               '        if name == "torch" or name.startswith("torch."):\n'
-               '            raise ModuleNotFoundError("no torch here")\n'
-               'sys.meta_path.insert(0, NoTorch())\n'
-               'sys.argv = sys.argv[1:]\n'
-               'runpy.run_path(sys.argv[0], run_name="__main__")\n')
     files = [os.path.join(DEMO, f'{m}.json') for m in ('macer', 'gaussian')]
-    r = subprocess.run([sys.executable, '-c', blocker, os.path.join(ROOT, 'visualize', 'compare.py'), *files,
-                        '--out', str(tmp_path / 'o')], capture_output=True, text=True)
+    r = run_without_torch(os.path.join(ROOT, 'visualize', 'compare.py'), *files, '--out', tmp_path / 'o')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 'o.png').exists()

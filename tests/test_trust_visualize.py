@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from conftest import ROOT
+from conftest import ROOT, run_without_torch
 
 sys.path.insert(0, os.path.join(ROOT, 'visualize'))
 import common  # noqa: E402
@@ -127,20 +127,8 @@ def test_the_run_is_read_from_its_checkpoint_without_torch(tmp_path):
     mat.mkdir()
     certification(mat, 2, 0.4, 'run-a')
     certification(mat, 4, 0.5, 'run-b')
-    blocker = ('import os, sys, runpy\n'
-               'class NoTorch:\n'
-               '    def find_spec(self, name, path=None, target=None):\n'
-               '        if name == "torch" or name.startswith("torch."):\n'
-               '            raise ModuleNotFoundError("no torch here")\n'
-               'sys.meta_path.insert(0, NoTorch())\n'
-               'sys.argv = sys.argv[1:]\n'
-               'sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python SCRIPT` does\n'
-               'try:\n'
-               '    runpy.run_path(sys.argv[0], run_name="__main__")\n'
-               'finally:\n'
-               '    assert "torch" not in sys.modules\n')
-    r = subprocess.run([sys.executable, '-c', blocker, os.path.join(ROOT, 'visualize', 'trainingcurves.py'), log,
-                        '--matdirs', str(mat), '--out', str(tmp_path / 'o')], capture_output=True, text=True)
+    r = run_without_torch(os.path.join(ROOT, 'visualize', 'trainingcurves.py'), log, '--matdirs', mat, '--out',
+                          tmp_path / 'o')
     assert r.returncode == 0, r.stderr
     assert 'left out 4.json, certifications of other training runs' in r.stdout
     assert (tmp_path / 'o.png').exists() and (tmp_path / 'o.pdf').exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from conftest import ROOT
+from conftest import ROOT, run_without_torch
 
 sys.path.insert(0, os.path.join(ROOT, 'visualize'))
 import plotcurves  # noqa: E402
@@ -202,18 +202,7 @@ def test_a_long_title_stays_inside_the_figure():
 
 def test_runs_without_torch(tmp_path):
     sio.savemat(tmp_path / 'h.mat', {'hard': np.array([0.3, -1.0])})
-    # a finder that makes `import torch` fail, as on a machine without it
-    blocker = ('import sys, runpy\n'
-               'class NoTorch:\n'
-               '    def find_spec(self, name, path=None, target=None):\n'
-               '        if name == "torch" or name.startswith("torch."):\n'
-               '            raise ModuleNotFoundError("no torch here")\n'
-               'sys.meta_path.insert(0, NoTorch())\n'
-               'sys.argv = sys.argv[1:]\n'
-               'runpy.run_path(sys.argv[0], run_name="__main__")\n'
-               'assert "torch" not in sys.modules\n')
-    r = subprocess.run([sys.executable, '-c', blocker, os.path.join(ROOT, 'visualize', 'plotcurves.py'),
-                        str(tmp_path / 'h.mat'), '--out', str(tmp_path / 'o')], capture_output=True, text=True)
+    r = run_without_torch(os.path.join(ROOT, 'visualize', 'plotcurves.py'), tmp_path / 'h.mat', '--out', tmp_path / 'o')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 'o.png').exists()
 
