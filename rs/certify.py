@@ -30,7 +30,7 @@ from tqdm import tqdm
 from common import VERSION, DiskFull, SingleProcess, UsageError, atomic_write_text, disk_full_message, \
     remove_stale_temporaries
 from rs.core import BatchTooLarge, NonFiniteOutput, Smooth, image_generator
-from rs.results import (ImageResult, ResultFiles, Row, RowLimits, check_digest, check_identity, evidence_line,
+from rs.results import (ImageResult, Row, RowLimits, check_digest, check_identity, evidence_line,
                         header_line, images_without_statistics, read_record, read_results, summary, write_logs,
                         write_mat, write_record)
 from rs.stats import GRID, NonFiniteCertificate, certificates, certified_radii, check_alpha, modes_of
