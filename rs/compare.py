@@ -502,8 +502,8 @@ def _coverage_study(replications: int = 1000) -> str:
                     (0.0, 0.5, 1.0, 1.5)),
                    ('demo: MACER vs Gaussian, digits (100 images)', os.path.join(demo, 'macer.hard.tsv'),
                     os.path.join(demo, 'gaussian.hard.tsv'), (0.0, 0.25, 0.5, 0.75))]
-    lines = [f'| population | images drawn | Clopper-Pearson | BCa ACR | Newcombe paired | paired BCa ACR | '
-             f'McNemar rejections under the null |', '|---|---|---|---|---|---|---|']
+    lines = ['| population | images drawn | Clopper-Pearson | BCa ACR | Newcombe paired | paired BCa ACR | '
+             'McNemar rejections under the null |', '|---|---|---|---|---|---|---|']
     for name, fa, fb, radii in populations:
         for images in (100, 500):
             c = coverage(tsv_radii(fa), tsv_radii(fb), images, replications, radii)
