@@ -7,15 +7,17 @@ single flags cannot check, `resolve` does, with one-line errors.
 import argparse
 import os
 
-from argtypes import HelpFormatter, Parser, file_name, momentum_type, nonneg_float, nonneg_int, positive_float, \
-    positive_int, alpha_type, radius_type
+from plumbing.flagtypes import HelpFormatter, Parser, alpha_type, file_name, momentum_type, nonneg_float, nonneg_int, positive_float, positive_int, radius_type
 from checkpoint import check_fit
-from common import VERSION, UsageError, writable_dir
+from plumbing.errors import UsageError
+from plumbing.files import writable_dir
+from plumbing.records import VERSION
 from data import DATASETS
 from model import ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
 from presets import PRESETS
 from rs.stats import MODE_CHOICES
-from runtime import DEFAULT_DIST_TIMEOUT_H, MEMORY_FORMATS, PRECISIONS
+from plumbing.devices import MEMORY_FORMATS, PRECISIONS
+from plumbing.torchrun import DEFAULT_DIST_TIMEOUT_H
 from train import LATEST, METHODS
 
 NONE = 'none'  # the original's spelling of "not given" for paths

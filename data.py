@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from common import UsageError, first_line
+from plumbing.errors import UsageError, first_line
 
 DATASETS = ('digits', 'mnist', 'cifar10', 'svhn', 'imagenet')
 NUM_CLASSES = {'digits': 10, 'mnist': 10, 'cifar10': 10, 'svhn': 10, 'imagenet': 1000}

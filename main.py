@@ -5,18 +5,23 @@
 
 The flags of the public MACER code keep their names and meaning (`cli.py` declares them all).
 `main()` parses the arguments, joins the torchrun job if there is one, picks the device once, and
-hands over to training (`train.py`) or certification (`certification.py`). A mistake in the input
-ends with a one-line error and exit status 2.
+runs one of the two tasks below: training (`train.py`, certifying on its schedule) or certification
+of a checkpoint; both certify with an `evaluate.Certifier`. A mistake in the input ends with a
+one-line error and exit status 2.
 """
 import errno
 import sys
 
 import cli
 import train
-from certification import Certifier, command_record, run_test
-from common import UsageError, disk_full_message
+from checkpoint import check_dataset, fit_model, read_checkpoint
+from data import NUM_CLASSES
+from evaluate import Certifier, command_record, resolve_sigma
+from model import input_layer_of
+from plumbing.devices import Runner, check_precision, pick_device, speed_settings
+from plumbing.errors import UsageError, disk_full_message
+from plumbing.torchrun import Distributed
 from presets import not_stated
-from runtime import Distributed, Runner, check_precision, pick_device, speed_settings
 
 
 def run_train(args, device, job):
@@ -26,17 +31,33 @@ def run_train(args, device, job):
         job.print(f'==> note: --preset {args.preset} sets values its sources do not state: {not_stated(args.preset)}',
                   flush=True)
     certifier = Certifier(args, device, job, command_record(record))
+    train.run_training(args, device, job, record, certifier)
 
-    def certify_epoch(model, runner, epoch, pending_only, run_id):
-        # `runner`'s network without DistributedDataParallel (Certifier takes runner.unsynced)
-        job.print(f'==> certifying epoch {epoch} (hard mode, {len(certifier.indices)} test images, N {args.N}'
-                  f'{"" if args.matdir else ", printed only: no --matdir"})', flush=True)
-        certifier(model, runner, epoch, 'hard', extra={'checkpoint': {'epoch': epoch, 'run_id': run_id}},
-                  pending_only=pending_only)
 
-    def make_runner(model):
-        return Runner(model, device, args.precision, args.memory_format, args.compile, job)
-    train.run_training(args, device, make_runner, certify_epoch, job, record, certifier.check_run)
+def run_test(args, device, job):
+    """`--task test`: certify a checkpoint on the chosen test images."""
+    ckpt = read_checkpoint(args.resume_ckpt)
+    check_dataset(ckpt, args.dataset)
+    trained_sigma = resolve_sigma(args, ckpt, job)
+    why = f'--arch {args.arch}' if 'arch' in args._given else f'--dataset {args.dataset}'
+    model = fit_model(ckpt, args.arch, NUM_CLASSES[args.dataset], why, args.input_layer).to(device).eval()
+    # no DistributedDataParallel: each rank certifies its own images, with no synchronisation
+    runner = Runner(model, device, args.precision, args.memory_format, args.compile)
+    certifier = Certifier(args, device, job, command_record(cli.record(args)))
+    name = args.name if args.name is not None else ckpt.epoch
+    layer = input_layer_of(model)
+    if args.matdir is None:
+        job.print('==> no --matdir: the results will be printed, not saved', flush=True)
+    job.print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
+              f'{"" if layer == "none" else ", input layer " + layer}) on {len(certifier.indices)} {args.dataset} '
+              f'test images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}'
+              f'{f", early abstention M {args.early_abstain}" if args.early_abstain else ""}, device {device}',
+              flush=True)
+    about = {'path': args.resume_ckpt, 'kind': ckpt.kind, 'epoch': ckpt.epoch, 'input_layer': layer,
+             'run_id': ckpt.run_id}
+    if trained_sigma is not None:
+        about['sigma'] = trained_sigma  # the training sigma, beside the identity's certification sigma
+    certifier(runner, name, args.mode, extra={'checkpoint': about})
 
 
 def main(argv=None):

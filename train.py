@@ -34,12 +34,14 @@ from tqdm import tqdm
 import checkpoint
 from baselines import consistency_loss, gaussian_loss, smoothadv_attack, smoothmix_attack, smoothmix_loss, \
     soft_pgd, stability_loss
-from common import FolderLock, SingleProcess, UsageError, atomic_write_text, differences, first_line, jsonable, \
-    remove_stale_temporaries
+from plumbing.errors import UsageError, first_line
+from plumbing.files import atomic_write_text, remove_stale_temporaries
+from plumbing.locks import FolderLock
+from plumbing.records import differences, jsonable
 from data import NUM_CLASSES, get_dataset, training_loader
 from macer import hinge_kept, macer_loss
 from model import build_model
-from runtime import cpu_name, gpu_model
+from plumbing.devices import Runner, cpu_name, gpu_model
 
 METHODS = ('macer', 'gaussian', 'smoothadv', 'stability', 'consistency', 'smoothmix')
 # the methods that draw m noise copies per image with --num_noise_vec (MACER and Gaussian: k, --gauss_num)
@@ -529,17 +531,15 @@ def start_run(args, ckpt, device, job):
     return Run(model, optimizer, scheduler, scaler, run_id, history, 0 if ckpt is None else ckpt.epoch, ckpt)
 
 
-def run_training(args, device, make_runner, certify_epoch, job=None, record=None, check_results=None):
+def run_training(args, device, job, record, certifier):
     """`--task train`: build or resume the run, then train to `--epochs`.
 
-    `make_runner(model)` gives the module that runs the network (`runtime.Runner`: precision,
-    memory format, compilation, DistributedDataParallel); `certify_epoch(model, runner, epoch,
-    pending_only)` certifies it after the epochs of the schedule. Under torchrun (`job`), rank 0
-    alone prints, logs, holds the folder's lock and writes checkpoints. `record`: the arguments that
-    apply to the run (`cli.record`), kept in every checkpoint. `check_results(run_id, epochs)` refuses,
-    before the first epoch, a --matdir that holds another run's results for epochs of the schedule.
+    The network is run by a `plumbing.devices.Runner` (precision, memory format, compilation,
+    DistributedDataParallel); `certifier` (`evaluate.Certifier`) certifies it after the epochs of the
+    schedule, and refuses, before the first epoch, a --matdir that holds another run's results for those
+    epochs. Under torchrun (`job`), rank 0 alone prints, logs, holds the folder's lock and writes
+    checkpoints. `record`: the arguments that apply to the run (`cli.record`), kept in every checkpoint.
     """
-    job = job or SingleProcess()
     if args.batch_size % job.world:
         raise UsageError(f'--batch_size {args.batch_size} is the global batch: it must divide evenly over the '
                          f'{job.world} processes of the job')
@@ -549,13 +549,13 @@ def run_training(args, device, make_runner, certify_epoch, job=None, record=None
                           'choose another --ckptdir')
         job.on_main(lock.acquire)
     try:
-        return _train(args, device, make_runner, certify_epoch, job, record or dict(vars(args)), check_results)
+        return _train(args, device, job, record, certifier)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(args, device, make_runner, certify_epoch, job, record, check_results):
+def _train(args, device, job, record, certifier):
     ckpt = checkpoint.read_checkpoint(args.resume_ckpt) if args.resume_ckpt else None
     if ckpt is not None:
         check_resumable(ckpt, args)
@@ -567,10 +567,9 @@ def _train(args, device, make_runner, certify_epoch, job, record, check_results)
     # the training set is read before anything is written
     train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
     run = start_run(args, ckpt, device, job)
-    if check_results is not None:
-        job.on_main(lambda: check_results(run.run_id, [e for e in range(run.start, args.epochs + 1)
-                                                       if is_cert_epoch(e, args.cert_from, args.cert_every)]))
-    runner = make_runner(run.model)
+    job.on_main(lambda: certifier.check_run(run.run_id, [e for e in range(run.start, args.epochs + 1)
+                                                         if is_cert_epoch(e, args.cert_from, args.cert_every)]))
+    runner = Runner(run.model, device, args.precision, args.memory_format, args.compile, job)
     if ckpt is not None:
         job.print(f'==> resuming {ckpt.path} ({ckpt.kind} checkpoint) after epoch {run.start}', flush=True)
         note = device_note(ckpt, device)
@@ -578,7 +577,7 @@ def _train(args, device, make_runner, certify_epoch, job, record, check_results)
             job.print(note, flush=True)
         if is_cert_epoch(run.start, args.cert_from, args.cert_every):
             # finishes a certification the stop interrupted; a finished one stands as it is
-            certify_epoch(run.model, runner, run.start, pending_only=True, run_id=run.run_id)
+            certifier.epoch(runner, run.start, pending_only=True, run_id=run.run_id)
     loader, sampler = _loader(train_set, args, device, job)
     if run.start >= args.epochs:
         job.print(f'==> nothing to train: the checkpoint is at epoch {run.start} of --epochs {args.epochs}')
@@ -627,7 +626,7 @@ def _train(args, device, make_runner, certify_epoch, job, record, check_results)
         if args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
             save(args, run, epoch, certify_now, job, record, device)
         if certify_now:
-            certify_epoch(run.model, runner, epoch, pending_only=False, run_id=run.run_id)
+            certifier.epoch(runner, epoch, pending_only=False, run_id=run.run_id)
     return run.model
 
 

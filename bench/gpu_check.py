@@ -64,7 +64,7 @@ class SyntheticImages(Dataset):
 
 def synthetic_main(argv, n_train, n_test):
     """main.py with `--dataset cifar10` read from `SyntheticImages` (every other data set as usual)."""
-    import certification
+    import evaluate
     import data
     import main
     import train
@@ -74,7 +74,7 @@ def synthetic_main(argv, n_train, n_test):
         if dataset == 'cifar10':
             return SyntheticImages(n_train if split == 'train' else n_test, split)
         return real(dataset, root, split, download)
-    for module in (data, train, certification):
+    for module in (data, train, evaluate):
         if hasattr(module, 'get_dataset'):
             module.get_dataset = get_dataset
     return main.main(argv)
@@ -101,7 +101,7 @@ def relative_error(a, b):
 def check_fp32(device, arch='resnet110', batch=32):
     """(error of fp32, error of tf32) of the logits against float64, on one batch of random inputs."""
     from model import ARCH_INPUT, build_model
-    from runtime import Runner, speed_settings
+    from plumbing.devices import Runner, speed_settings
     torch.manual_seed(0)
     net = build_model(arch, 10).to(device).eval()
     x = torch.rand(batch, *ARCH_INPUT[arch], device=device)
@@ -240,7 +240,7 @@ def main(argv=None):
     # --- torch.compile ------------------------------------------------------------------------------
     try:
         from model import build_model
-        from runtime import Runner
+        from plumbing.devices import Runner
         torch.manual_seed(0)
         net = build_model('lenet', 10).to(device).eval()
         x = torch.rand(64, 1, 28, 28, device=device)
@@ -279,7 +279,7 @@ def main(argv=None):
 def train_throughput(device, batch, k, steps, arch='resnet110', warmup=3):
     """Distinct images per second of MACER training steps (`arch`, fp32, channels_last), after `warmup` steps."""
     from model import ARCH_INPUT, build_model
-    from runtime import Runner, speed_settings
+    from plumbing.devices import Runner, speed_settings
     from train import StepArgs, optimizer_step, training_step
     speed_settings(device, 'fp32')
     torch.manual_seed(0)
@@ -310,7 +310,7 @@ def certify_throughput(device, n, batch):
     """Noisy samples per second of `Smooth.certify` on one image (ResNet-110, fp32), after a warm-up image."""
     from model import build_model
     from rs.core import Smooth, image_generator
-    from runtime import Runner
+    from plumbing.devices import Runner
     torch.manual_seed(0)
     runner = Runner(build_model('resnet110', 10).to(device).eval(), device)
     smooth = Smooth(runner, 10, 0.25, device, 'hard')

@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from checkpoint import read_checkpoint, save_checkpoint, slim  # noqa: E402
-from common import UsageError  # noqa: E402
+from plumbing.errors import UsageError  # noqa: E402
 
 
 def main(argv=None):

@@ -27,8 +27,10 @@ from typing import Dict, List, Optional
 import numpy as np
 from tqdm import tqdm
 
-from common import VERSION, DiskFull, SingleProcess, UsageError, atomic_write_text, disk_full_message, \
-    remove_stale_temporaries
+from plumbing.errors import DiskFull, UsageError, disk_full_message
+from plumbing.files import atomic_write_text, remove_stale_temporaries
+from plumbing.records import VERSION
+from plumbing.torchrun import SingleProcess
 from rs.core import BatchTooLarge, NonFiniteOutput, Smooth, image_generator
 from rs.results import (ImageResult, Row, RowLimits, check_digest, check_identity, evidence_line,
                         header_line, images_without_statistics, read_record, read_results, summary, write_logs,

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest, norm
 
-from common import UsageError
+from plumbing.errors import UsageError
 from rs.results import parse_evidence, read_text, read_tsv, tsv_radii
 from rs.stats import GRID, certified_radii, lower_confidence_bound, modes_of
 

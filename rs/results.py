@@ -22,8 +22,10 @@ from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence,
 import numpy as np
 from numpy.typing import ArrayLike
 
-from common import VERSION, UsageError, atomic_write, atomic_write_text, differences, first_line, output_folder, \
-    text_writer, write_together
+from plumbing.errors import UsageError, first_line
+from plumbing.files import atomic_write, atomic_write_text
+from plumbing.outputs import output_folder, text_writer, write_together
+from plumbing.records import VERSION, differences
 from rs.stats import BOUNDS, GRID, MODES, Evidence, NoEstimate, NonFiniteCertificate, acr, certificates, \
     certified_accuracy, certified_radii, check_alpha, early_test_abstains, modes_of, radius
 

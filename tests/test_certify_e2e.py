@@ -205,7 +205,7 @@ def test_hard_statistics_read_with_the_bernstein_bound(digits_lenet, tmp_path):
 def test_edited_statistics_are_refused_not_recomputed(digits_lenet, tmp_path):
     """A statistics line raised by hand (nA = n: the largest radius N allows) would give a larger certificate
     at any alpha: the run's own rows must still follow from its statistics, else nothing is recomputed."""
-    from common import UsageError
+    from plumbing.errors import UsageError
     from rs.results import recompute
     assert certify(digits_lenet, tmp_path, '--mode', 'hard') == 0
     stats = tmp_path / '8.stats.jsonl'

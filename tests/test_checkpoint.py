@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from checkpoint import FORMAT, fit_model, read_checkpoint
-from common import UsageError
+from plumbing.errors import UsageError
 from conftest import run_main
 from model import NORMALIZATION, LeNet, base_network, resnet110
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import data
-from common import UsageError
+from plumbing.errors import UsageError
 from data import get_dataset
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from common import VERSION
+from plumbing.records import VERSION
 from conftest import ROOT, run_main
 from presets import PRESETS
 

@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-from common import DiskFull, atomic_write
+from plumbing.errors import DiskFull
+from plumbing.files import atomic_write
 from conftest import ROOT, run_main, snapshot
 from rs.results import parse_log
 
@@ -121,7 +122,7 @@ def test_certification_killed_again_and_again_gives_the_uninterrupted_results(tm
 WRITER = '''
 import sys, time
 sys.path.insert(0, {root!r})
-from common import atomic_write
+from plumbing.files import atomic_write
 def slow(tmp):
     with open(tmp, 'w') as f:
         f.write('new, half written')

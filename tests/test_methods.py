@@ -344,7 +344,8 @@ sys.path.insert(0, sys.argv[1])
 import torch
 import train
 from model import LeNet
-from runtime import Distributed, Runner
+from plumbing.devices import Runner
+from plumbing.torchrun import Distributed
 
 job = Distributed.from_environment('cpu')
 torch.manual_seed(0)

@@ -17,10 +17,11 @@ from torch.utils.data import Dataset
 import train
 from baselines import scaled_per_image, smoothadv_attack
 from checkpoint import Checkpoint
-from common import SingleProcess, UsageError
+from plumbing.errors import UsageError
+from plumbing.torchrun import SingleProcess
 from conftest import ROOT, run_main
 from data import EpochSampler, training_loader
-from runtime import cpu_name
+from plumbing.devices import cpu_name
 
 
 # --- resume with loader workers ---------------------------------------------------------------------
@@ -115,7 +116,8 @@ def test_resume_with_workers_augmentation_and_batchnorm_is_bit_exact(tmp_path):
 
 def _rank(rank, world, folder):
     import torch.distributed as dist
-    from runtime import Distributed, Runner
+    from plumbing.devices import Runner
+    from plumbing.torchrun import Distributed
     torch.set_num_threads(1)  # a forked process: no OpenMP pool of the parent's to use
     dist.init_process_group('gloo', init_method=f'file://{folder}/store', rank=rank, world_size=world)
     try:

@@ -6,27 +6,27 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import certification
-import runtime
-from common import UsageError
+import evaluate
+from plumbing import devices
+from plumbing.errors import UsageError
 from conftest import run_main
 
 
 def test_fp32_means_ieee_fp32_and_tf32_is_its_own_precision():
     cpu = torch.device('cpu')
     try:
-        runtime.speed_settings(cpu, 'tf32')
-        assert runtime.fp32_settings()['cuda.matmul'] == 'tf32' and runtime.fp32_settings()['cudnn.conv'] == 'tf32'
-        runtime.speed_settings(cpu, 'fp32')
+        devices.speed_settings(cpu, 'tf32')
+        assert devices.fp32_settings()['cuda.matmul'] == 'tf32' and devices.fp32_settings()['cudnn.conv'] == 'tf32'
+        devices.speed_settings(cpu, 'fp32')
         # PyTorch's default for cuDNN convolutions is TF32: fp32 must turn it off, on every backend
-        assert set(runtime.fp32_settings().values()) == {'ieee'}
-        runtime.speed_settings(cpu, 'bf16')
-        assert set(runtime.fp32_settings().values()) == {'ieee'}
+        assert set(devices.fp32_settings().values()) == {'ieee'}
+        devices.speed_settings(cpu, 'bf16')
+        assert set(devices.fp32_settings().values()) == {'ieee'}
     finally:
-        runtime.speed_settings(cpu, 'fp32')
+        devices.speed_settings(cpu, 'fp32')
     with pytest.raises(UsageError, match='tf32 is a mode of NVIDIA GPUs'):
-        runtime.check_precision('tf32', cpu)
-    assert runtime.gpu_model(cpu) is None
+        devices.check_precision('tf32', cpu)
+    assert devices.gpu_model(cpu) is None
 
 
 def _args(**kw):
@@ -40,11 +40,11 @@ def _args(**kw):
 def test_a_certification_identity_holds_the_gpu_model_and_beta_only_where_used(monkeypatch):
     from model import LeNet
     net = LeNet()
-    hard = certification.certification_identity(_args(), net, 'hard', torch.device('cpu'))
+    hard = evaluate.certification_identity(_args(), net, 'hard', torch.device('cpu'))
     assert 'beta' not in hard and 'gpu' not in hard and 'deterministic' not in hard
-    assert certification.certification_identity(_args(), net, 'both', torch.device('cpu'))['beta'] == 16.0
+    assert evaluate.certification_identity(_args(), net, 'both', torch.device('cpu'))['beta'] == 16.0
     monkeypatch.setattr(certification, 'gpu_model', lambda device: 'NVIDIA H100 80GB HBM3')
-    cuda = certification.certification_identity(_args(deterministic=True), net, 'soft', torch.device('cuda', 0))
+    cuda = evaluate.certification_identity(_args(deterministic=True), net, 'soft', torch.device('cuda', 0))
     assert cuda['gpu'] == 'NVIDIA H100 80GB HBM3' and cuda['deterministic'] is True and cuda['device'] == 'cuda'
 
 

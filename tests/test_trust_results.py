@@ -16,7 +16,7 @@ import scipy.io as sio
 import torch
 
 import main
-from common import UsageError
+from plumbing.errors import UsageError
 from conftest import ROOT, run_main, snapshot
 from rs.results import parse_log, read_record, recompute, strict_json, write_record, ResultFiles
 
@@ -318,14 +318,14 @@ def test_labels_are_checked_against_the_statistics_and_a_run_without_digest_says
 
 SLOW_WRITER = '''
 import os, runpy, sys, time
-import common
-flag, swap = sys.argv[1], common.OutputSet._swap
+from plumbing import outputs
+flag, swap = sys.argv[1], outputs.OutputSet._swap
 def held(self, pairs):  # the outputs are complete, the set's lock is held: wait before renaming them
     open(flag + '.holding', 'w').close()
     while not os.path.exists(flag + '.go'):
         time.sleep(0.01)
     return swap(self, pairs)
-common.OutputSet._swap = held
+outputs.OutputSet._swap = held
 sys.argv = [sys.argv[2]] + sys.argv[3:]
 runpy.run_path(sys.argv[0], run_name='__main__')
 '''
@@ -375,7 +375,7 @@ def test_two_recomputations_into_one_out_never_mix(run, tmp_path, monkeypatch):
     # a failure between two renames puts every file back as it was, and the message says so
     before = snapshot(tmp_path / 'out')
     entries = (run / '30.recomputations.jsonl').read_text()
-    import common
+    from plumbing import outputs
     replace, calls = os.replace, []
 
     def failing(src, dst):
@@ -383,7 +383,7 @@ def test_two_recomputations_into_one_out_never_mix(run, tmp_path, monkeypatch):
         if len(calls) == 2:
             raise OSError(28, 'No space left on device')
         return replace(src, dst)
-    monkeypatch.setattr(common.os, 'replace', failing)
+    monkeypatch.setattr(outputs.os, 'replace', failing)
     with pytest.raises(UsageError, match='every file of the set is as it was before'):
         recompute(str(run / '30.json'), alpha=0.04, out=str(out))
     monkeypatch.undo()

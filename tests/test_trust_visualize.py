@@ -13,10 +13,12 @@ import scipy.io as sio
 from conftest import ROOT, run_without_torch
 
 sys.path.insert(0, os.path.join(ROOT, 'visualize'))
-import common  # noqa: E402
+from plumbing import outputs  # noqa: E402
 import plotcurves  # noqa: E402
 import trainingcurves  # noqa: E402
-from common import FolderLock, UsageError, run_command, text_writer, write_together  # noqa: E402
+from plumbing.errors import UsageError  # noqa: E402
+from plumbing.locks import FolderLock  # noqa: E402
+from plumbing.outputs import run_command, text_writer, write_together  # noqa: E402
 
 # a figure's PDF records its creation time unless this is set: then two writes of one figure are equal bytes
 DETERMINISTIC = {'SOURCE_DATE_EPOCH': '0'}
@@ -166,9 +168,9 @@ def test_a_failing_rename_puts_back_every_file_already_renamed(tmp_path, monkeyp
         if len(calls) == 3:  # the third rename, after two files were already new
             raise OSError(28, 'No space left on device')
         return real(src, dst)
-    monkeypatch.setattr(common.os, 'replace', replace)
-    monkeypatch.setattr(common, 'is_disk_full', lambda e, folder: e.errno == 28)
-    with pytest.raises(common.DiskFull, match='no output was changed, every file of the set is as it was before; '
+    monkeypatch.setattr(outputs.os, 'replace', replace)
+    monkeypatch.setattr(outputs, 'is_disk_full', lambda e, folder: e.errno == 28)
+    with pytest.raises(outputs.DiskFull, match='no output was changed, every file of the set is as it was before; '
                                               'free some space'):
         write_together([(p, text_writer('new\n')) for p in outs], 'o.*')
     assert files_of(tmp_path) == before and sorted(os.listdir(tmp_path)) == ['o.md', 'o.tex']
@@ -185,7 +187,7 @@ def test_when_putting_a_file_back_fails_the_error_names_the_mix(tmp_path, monkey
         if len(calls) in (3, 4):  # the third rename fails, and so does putting back o.tex
             raise OSError(5, 'Input/output error')
         return real(src, dst)
-    monkeypatch.setattr(common.os, 'replace', replace)
+    monkeypatch.setattr(outputs.os, 'replace', replace)
     with pytest.raises(UsageError) as e:
         write_together([(p, text_writer('new\n')) for p in outs], 'o.*')
     message = str(e.value)
@@ -231,7 +233,7 @@ def test_a_second_command_for_a_locked_set_is_refused_with_one_line_and_changes_
     sio.savemat(tmp_path / 'a.mat', {'hard': np.array([0.3, -1.0])})
     assert plotcurves.main([str(tmp_path / 'a.mat'), '--out', str(tmp_path / 'o')]) == 0
     before = files_of(tmp_path)
-    monkeypatch.setattr(common, 'OUTPUT_LOCK_WAIT', 0.2)
+    monkeypatch.setattr(outputs, 'OUTPUT_LOCK_WAIT', 0.2)
     capsys.readouterr()
     with FolderLock(str(tmp_path / '.o.png.lock'), 'the set', 'choose another --out'):
         assert plotcurves.main([str(tmp_path / 'a.mat'), '--title', 'new', '--out', str(tmp_path / 'o')]) == 2

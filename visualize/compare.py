@@ -32,8 +32,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from argtypes import HelpFormatter, Parser, nonneg_float, probability  # noqa: E402
-from common import UsageError, output_folder  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, probability  # noqa: E402
+from plumbing.errors import UsageError  # noqa: E402
+from plumbing.outputs import output_folder  # noqa: E402
 from plotcurves import STYLES, _csv_escape, _tex_escape, run_and_report, typeset, write_figure  # noqa: E402
 from rs.compare import LEVEL, RESAMPLES, SEED, compare_pair, holm, read_run, run_summary, same_images  # noqa: E402
 from rs.stats import GRID  # noqa: E402

@@ -26,8 +26,10 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from argtypes import HelpFormatter, Parser, probability  # noqa: E402
-from common import UsageError, output_folder, run_command, run_identity  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, probability  # noqa: E402
+from plumbing.errors import UsageError  # noqa: E402
+from plumbing.outputs import output_folder, run_command  # noqa: E402
+from plumbing.records import run_identity  # noqa: E402
 from plotcurves import STYLES, typeset, write_figure  # noqa: E402
 from rs.compare import LEVEL  # noqa: E402
 

@@ -1,8 +1,8 @@
-"""Certification as the command line runs it: `--task test`, and the certifications during training.
+"""Evaluating a model on the test set: the certifications of `--task test` and those during training.
 
 The glue between the flags and `rs/`: which test images, which files, the identity a resumed run
 must match, the lock on the result files, the summary printed at the end. `rs/` itself knows no
-flags; everything reaches it as an argument.
+flags; everything reaches it as an argument. `main.py` runs both tasks with a `Certifier`.
 """
 import os
 import platform
@@ -11,16 +11,16 @@ import sys
 import numpy as np
 import torch
 
-import cli
-from checkpoint import check_dataset, fit_model, read_checkpoint, state_digest
+from checkpoint import state_digest
 from cli import DEFAULT_SIGMA
-from common import FolderLock, UsageError
 from data import NUM_CLASSES, get_dataset, labels_of
 from model import input_layer_of
+from plumbing.devices import cpu_name, gpu_model
+from plumbing.errors import UsageError
+from plumbing.locks import FolderLock
 from rs.certify import certify_dataset
 from rs.results import ResultFiles, format_summary, read_record
 from rs.stats import modes_of
-from runtime import Runner, cpu_name, gpu_model
 
 
 def test_indices(size, start, num, skip, dataset):
@@ -106,8 +106,9 @@ class Certifier:
                 raise UsageError(f'--matdir {self.args.matdir} holds {epoch}.json, the results of another training run '
                                  f'({theirs}); this run would certify epoch {epoch} there: choose another --matdir')
 
-    def __call__(self, model, runner, name, mode, extra=None, pending_only=False):
-        """Certify `runner` (the network as run; `model` holds its weights) in `mode` into the files NAME.
+    def __call__(self, runner, name, mode, extra=None, pending_only=False):
+        """Certify `runner` (the network as run, `plumbing.devices.Runner`; `runner.model` holds its weights) in
+        `mode` into the files NAME.
 
         pending_only: finish a certification that a stop interrupted, but leave a complete one of this
         model as it stands, whatever the certification flags are now (resuming training with another
@@ -117,7 +118,7 @@ class Certifier:
         a, job = self.args, self.job
         if pending_only and a.matdir is None:
             return None  # nothing was kept, so nothing is unfinished
-        identity = certification_identity(a, model, mode, self.device)
+        identity = certification_identity(a, runner.model, mode, self.device)
         files = ResultFiles(a.matdir, name, modes_of(mode)) if a.matdir is not None else None
         lock = FolderLock(files.lock, f'{os.path.join(a.matdir, str(name))}.* (the results named {name} in '
                           f'--matdir {a.matdir})', 'choose another --matdir or --name') if files else None
@@ -155,34 +156,18 @@ class Certifier:
                       flush=True)
         return certified.radii
 
+    def epoch(self, runner, epoch, pending_only, run_id):
+        """The certification of a training epoch (hard mode), into the files EPOCH of --matdir; pending_only as
+        for `__call__`. `runner` is the network as trained (certified without DistributedDataParallel)."""
+        a = self.args
+        self.job.print(f'==> certifying epoch {epoch} (hard mode, {len(self.indices)} test images, N {a.N}'
+                       f'{"" if a.matdir else ", printed only: no --matdir"})', flush=True)
+        self(runner, epoch, 'hard', extra={'checkpoint': {'epoch': epoch, 'run_id': run_id}},
+             pending_only=pending_only)
+
 
 def command_record(args_record):
     """The JSON's description of how a result was made, beside its identity: the arguments that applied
     (`cli.record`), the command line and the environment."""
     return {'args': args_record, 'command': sys.argv, 'environment': environment()}
 
-
-def run_test(args, device, job):
-    """`--task test`: certify a checkpoint on the chosen test images."""
-    ckpt = read_checkpoint(args.resume_ckpt)
-    check_dataset(ckpt, args.dataset)
-    trained_sigma = resolve_sigma(args, ckpt, job)
-    why = f'--arch {args.arch}' if 'arch' in args._given else f'--dataset {args.dataset}'
-    model = fit_model(ckpt, args.arch, NUM_CLASSES[args.dataset], why, args.input_layer).to(device).eval()
-    # no DistributedDataParallel: each rank certifies its own images, with no synchronisation
-    runner = Runner(model, device, args.precision, args.memory_format, args.compile)
-    certifier = Certifier(args, device, job, command_record(cli.record(args)))
-    name = args.name if args.name is not None else ckpt.epoch
-    layer = input_layer_of(model)
-    if args.matdir is None:
-        job.print('==> no --matdir: the results will be printed, not saved', flush=True)
-    job.print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
-              f'{"" if layer == "none" else ", input layer " + layer}) on {len(certifier.indices)} {args.dataset} '
-              f'test images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}'
-              f'{f", early abstention M {args.early_abstain}" if args.early_abstain else ""}, device {device}',
-              flush=True)
-    about = {'path': args.resume_ckpt, 'kind': ckpt.kind, 'epoch': ckpt.epoch, 'input_layer': layer,
-             'run_id': ckpt.run_id}
-    if trained_sigma is not None:
-        about['sigma'] = trained_sigma  # the training sigma, beside the identity's certification sigma
-    certifier(model, runner, name, args.mode, extra={'checkpoint': about})

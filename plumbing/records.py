@@ -1,0 +1,39 @@
+"""What a record (a checkpoint, a result JSON) says about how it was made: the tool's version, the identity
+of the training run, and the one wording of "made with other arguments".
+"""
+import hashlib
+import json
+
+# the version of this tool, recorded in every checkpoint and result file (CHANGELOG.md)
+VERSION = '1.0.0'
+
+
+def jsonable(value):
+    """The value as JSON gives it back (tuples become lists), so records compare equal after a round trip."""
+    return json.loads(json.dumps(value))
+
+
+def differences(theirs, mine, keys=None, prefix='', limit=3):
+    """'KEY A there, B now' for the first `limit` keys whose values differ between two records ('' if none).
+
+    The one wording of "made with other arguments" for a resumed training run (`prefix='--'`, the
+    flags) and a resumed certification (the identity's keys).
+    """
+    theirs, mine = jsonable(theirs), jsonable(mine)
+    keys = sorted(set(theirs) | set(mine)) if keys is None else keys
+    differ = [k for k in keys if theirs.get(k) != mine.get(k)]
+    return ', '.join(f'{prefix}{k} {theirs.get(k)} there, {mine.get(k)} now' for k in differ[:limit])
+
+
+def run_identity(run_id, history):
+    """The identity of the training run that wrote a checkpoint, from its `run_id` and `history` entries.
+
+    Checkpoints from before run identities existed get one derived from their first log record, which
+    holds that run's own timing: stable across its checkpoints, different between runs. None when the
+    checkpoint has neither.
+    """
+    if run_id is not None:
+        return run_id
+    if not history:
+        return None
+    return 'legacy-' + hashlib.sha256(json.dumps(history[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
