@@ -75,7 +75,7 @@ def smoothadv_attack(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, n
         return x, random_directions
     was_training = model.training
     model.eval()
-    # a runtime.Runner under DDP attacks through its unsynchronised network: no parameter gradients here
+    # a plumbing.devices.Runner under DDP attacks through its unsynchronised network: no parameter gradients here
     forward = getattr(model, 'local', model)
     unit = (lambda v: v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1)))
     delta = torch.zeros_like(x, requires_grad=True)

@@ -256,7 +256,7 @@ def load_model(path: Union[str, 'os.PathLike[str]'], dataset: str, input_layer: 
     'normalize' or 'center'): None means what the file records, or Cohen's 'normalize' for a
     Cohen/Salman file, which records nothing (most of Salman's models need 'center'). `arch`: by
     default what the file records, else the data set's architecture; it must take the data set's
-    images, as on the command line (`check_fit`). Raises `common.UsageError` with a one-line message
+    images, as on the command line (`check_fit`). Raises `plumbing.errors.UsageError` with a one-line message
     for anything that does not fit.
     """
     if not isinstance(path, (str, os.PathLike)):
@@ -305,7 +305,7 @@ def content(model: nn.Module, *, epoch: int, arch: str, dataset: str, num_classe
             **training) -> dict:
     """This project's checkpoint as a dict: the format `read_checkpoint` reads back.
 
-    `device`: the hardware that trained it (`train.device_record`: {'type', 'gpu', 'cpu'}), absent when
+    `device`: the hardware that trained it (`plumbing.devices.device_record`: {'type', 'gpu', 'cpu'}), absent when
     not given: a run continues bit for bit on the same device model only. `training` holds what resuming
     needs (`optimizer`, `scheduler`, `scaler`, `rng` state dicts).
     """

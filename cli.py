@@ -1,7 +1,7 @@
 """The command line: its flags, the presets, and the defaults that depend on other flags.
 
 `parse_args(argv)` gives the resolved arguments of `main.py`; `record(args)` the part of them that
-applies to the run, for checkpoints and result files. Flag values are checked by `argtypes`; what
+applies to the run, for checkpoints and result files. Flag values are checked by `plumbing.flagtypes`; what
 single flags cannot check, `resolve` does, with one-line errors.
 """
 import argparse
@@ -18,7 +18,8 @@ from presets import PRESETS
 from rs.stats import MODE_CHOICES
 from plumbing.devices import MEMORY_FORMATS, PRECISIONS
 from plumbing.torchrun import DEFAULT_DIST_TIMEOUT_H
-from train import LATEST, METHODS
+from resume import LATEST
+from train import METHODS
 
 NONE = 'none'  # the original's spelling of "not given" for paths
 DEFAULT_SIGMA = 0.25

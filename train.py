@@ -1,12 +1,12 @@
 """Training: MACER (Algorithm 1) and the methods it is compared with (Gaussian augmentation, SmoothAdv, Stability
 training, Consistency regularization, SmoothMix) behind one loop.
 
-`run_training` owns the epoch loop: per epoch `train_one_epoch`, the learning-rate step, a log
-line, a checkpoint and, on the certification schedule, a certification of the model in hard mode.
-`start_run` builds a new run or restores a resumed one (`restore`) and guards the checkpoint folder:
-one run per folder (each run has an identity, written in its checkpoints), one process at a time
-(a lock held for the life of the process). Checkpoints hold everything needed to continue exactly
-(model, optimiser, scheduler, epoch, RNG states, arguments, the log so far) and are written atomically.
+Top to bottom: the schedules of the hyper-parameters, one training step of any method
+(`training_step`), one epoch (`train_one_epoch`), and the loop (`run_training`): per epoch the
+learning-rate step, a log line, a checkpoint and, on the certification schedule, a certification of
+the model in hard mode. The run's folder, its checkpoints and how a run starts or resumes are in
+`resume.py` (one run per folder, one process at a time; checkpoints hold everything needed to continue
+exactly and are written atomically).
 
 Where the randomness comes from, so that a resumed run continues bit for bit (on the same device model):
 the training noise (and SmoothAdv's random directions, SmoothMix's mixing coefficients) from the main process's generator on the training
@@ -14,48 +14,28 @@ device, which the checkpoint restores; the shuffle and the augmentation from (--
 alone when loader workers read the data (`data.training_loader`), else from the main process's CPU
 generator, restored too.
 """
-import bisect
-import hashlib
-import json
-import os
-import random
 import re
 import sys
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 import checkpoint
 from baselines import consistency_loss, gaussian_loss, smoothadv_attack, smoothmix_attack, smoothmix_loss, \
     soft_pgd, stability_loss
-from plumbing.errors import UsageError, first_line
-from plumbing.files import atomic_write_text, remove_stale_temporaries
-from plumbing.locks import FolderLock
-from plumbing.records import differences, jsonable
-from data import NUM_CLASSES, get_dataset, training_loader
+from data import get_dataset, training_loader
 from macer import hinge_kept, macer_loss
-from model import build_model
-from plumbing.devices import Runner, cpu_name, gpu_model
+from plumbing.devices import Runner
+from plumbing.errors import UsageError
+from resume import RunFolder, check_resumable, device_note, diverged_advice, start_run
 
 METHODS = ('macer', 'gaussian', 'smoothadv', 'stability', 'consistency', 'smoothmix')
 # the methods that draw m noise copies per image with --num_noise_vec (MACER and Gaussian: k, --gauss_num)
 M_COPIES = ('smoothadv', 'consistency', 'smoothmix')
-
-# the arguments that make a run what it is: resuming with any of them changed would silently
-# train a different model, so it is refused (--epochs, the certification and I/O flags may change)
-IDENTITY = ('method', 'dataset', 'arch', 'input_layer', 'sigma', 'lbd', 'lbd_after', 'gamma', 'beta', 'gauss_num',
-            'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'eta', 'adv_training', 'step_size', 'mix_step', 'maxnorm',
-            'batch_size', 'lr', 'momentum', 'weight_decay', 'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
-
-LOG_NAME = 'log.jsonl'
-LATEST = 'latest.pth'
-LOCK_NAME = '.lock'
 
 
 class Diverged(UsageError):
@@ -83,11 +63,6 @@ def is_cert_epoch(epoch, cert_from, cert_every):
     return epoch >= cert_from and (epoch - cert_from) % cert_every == 0
 
 
-def lr_after(epoch, lr, milestones, factor):
-    """The learning rate once `epoch` epochs are done (what the scheduler holds then), in closed form:
-    lr * factor^(milestones <= epoch). With --lr_step end it is the rate of epoch `epoch` + 1; with
-    --lr_step start (the public code's), of epoch `epoch` itself."""
-    return lr * factor ** bisect.bisect_right(milestones, epoch)
 
 
 @dataclass(frozen=True)
@@ -202,7 +177,7 @@ def step_figures(grad_norm, scaler):
 def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, device, job, progress=True):
     """One pass over `loader` with the hyper-parameters `step` (`StepArgs`); returns the epoch's figures.
 
-    `model` is the network as run (`runtime.Runner`); `job` sums the figures over the ranks of a
+    `model` is the network as run (`plumbing.devices.Runner`); `job` sums the figures over the ranks of a
     torchrun job. Figures: per image the mean classification and robustness losses; the accuracy of
     the noisy copies; the mean gradient norm over the steps the optimiser took (None when it took none)
     and the steps the fp16 gradient scaler skipped; SmoothAdv's random directions (`smoothadv_attack`);
@@ -261,274 +236,11 @@ def weight_norm(model):
         return float(torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in model.parameters()])))
 
 
-def rng_state(device):
-    """This process's generator states: torch's CPU one, NumPy's and Python's, and on a machine with CUDA
-    every visible GPU's (`cuda`) with the index of the one training on `device` (`cuda_device`)."""
-    state = {'torch': torch.get_rng_state(), 'numpy': _numpy_state(), 'python': random.getstate()}
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-        if device.type == 'cuda':
-            state['cuda_device'] = _cuda_index(device)
-    return state
-
-
-def set_rng_state(state, device, path):
-    """Put back the generator states `rng_state` took, for training on `device`; `path` names the file.
-
-    Of the GPUs' states, only that of the GPU that trained (`cuda_device`) is put back, onto `device`:
-    the training noise is drawn on the device of the process alone, so its state is all that exactness
-    needs, and a run resumes on a machine that shows fewer GPUs, or other ones, than the one that wrote
-    the file. Files written before `cuda_device` was recorded (version 1.0) give the state of the GPU of
-    the same index as `device`; when they hold none (this process trains on GPU i, the file holds the
-    states of i GPUs or fewer) a UsageError says so. Training on the CPU, the GPUs' states are not used.
-    """
-    torch.set_rng_state(state['torch'])
-    kind, keys, pos, has_gauss, cached = state['numpy']
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state['python'])
-    if device.type != 'cuda' or 'cuda' not in state:
-        return
-    states, index = state['cuda'], _cuda_index(device)
-    source = state.get('cuda_device')
-    if source is None and index >= len(states):
-        k = len(states)
-        raise UsageError(f'{path} holds the CUDA random-number states of {k} GPU{"s" if k != 1 else ""}, and '
-                         f'this process trains on GPU {index} (of the {torch.cuda.device_count()} it sees): resume on '
-                         f'one of GPUs 0..{k - 1} (--device cuda:N, or CUDA_VISIBLE_DEVICES) to continue exactly')
-    source = index if source is None else source
-    if not (isinstance(source, int) and 0 <= source < len(states)):
-        raise IndexError(f'the state of GPU {source!r} of {len(states)}')
-    torch.cuda.set_rng_state(states[source], index)
-
-
-def _cuda_index(device):
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
-def device_record(device):
-    """The hardware that runs the arithmetic, for checkpoints: {'type', 'gpu' (None on the CPU), 'cpu'}."""
-    return {'type': device.type, 'gpu': gpu_model(device), 'cpu': cpu_name()}
-
-
-def device_note(ckpt, device):
-    """One line when a resumed run continues on another device model than the checkpoint's (None when the
-    same, or when the file does not say): kernels, and noise drawn on a GPU, differ between models, so the
-    continuation is not bit-exact. Training goes on."""
-    theirs = ckpt.content.get('device') if ckpt.kind == 'project' else None
-    if not isinstance(theirs, dict):
-        return None
-
-    def model(record):
-        return str(record.get('gpu')) if record.get('type') == 'cuda' else f'the CPU ({record.get("cpu") or "unnamed"})'
-    if model(theirs) == model(device_record(device)):
-        return None
-    return (f'==> note: {ckpt.path} was trained on {model(theirs)}, this run continues on '
-            f'{model(device_record(device))}: the continuation will not be bit-exact')
-
-
-def _numpy_state():
-    # as plain values and a tensor: checkpoints are read with weights_only=True
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
-
-
 def _loader(dataset, args, device, job):
     """Shuffled minibatches (`data.training_loader`); under torchrun each rank reads its own shard in
     minibatches of --batch_size / world, so the global batch stays --batch_size."""
     return training_loader(dataset, batch_size=args.batch_size // job.world, workers=args.workers, seed=args.seed,
                            rank=job.rank, world=job.world, pin_memory=device.type == 'cuda')
-
-
-# --- one run per folder ---------------------------------------------------------------------------
-
-def run_id_of(ckpt):
-    """The identity of the run that wrote a project checkpoint. Files from before run identities existed
-    get one derived from their first log record, which holds that run's own timing: stable across its
-    checkpoints, different between runs."""
-    if ckpt.run_id is not None:
-        return ckpt.run_id
-    history = ckpt.content.get('history') or []
-    if not history:
-        return None
-    return 'legacy-' + hashlib.sha256(json.dumps(history[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def folder_run(ckptdir):
-    """The run `ckptdir` holds, as the checkpoint that says most about it (latest.pth, else the last
-    EPOCH.pth): a `checkpoint.Checkpoint`, or None for a folder without this tool's checkpoints."""
-    names = os.listdir(ckptdir)
-    epochs = sorted((int(n[:-4]) for n in names if n.endswith('.pth') and n[:-4].isdigit()), reverse=True)
-    candidates = ([LATEST] if LATEST in names else []) + [f'{e}.pth' for e in epochs]
-    if not candidates:
-        if LOG_NAME in names:
-            raise UsageError(f'--ckptdir {ckptdir} holds {LOG_NAME} of an earlier run but no checkpoint; move it '
-                             f'away or choose another --ckptdir')
-        return None
-    path = os.path.join(ckptdir, candidates[0])
-    try:
-        ckpt = checkpoint.read_checkpoint(path)
-    except UsageError as e:
-        raise UsageError(f'--ckptdir {ckptdir} holds {candidates[0]}, which cannot be read ({e}); move it away or '
-                         f'choose another --ckptdir') from None
-    if ckpt.kind != 'project':
-        raise UsageError(f'--ckptdir {ckptdir} holds {candidates[0]}, a checkpoint of another tool; move it away or '
-                         f'choose another --ckptdir')
-    return ckpt
-
-
-def is_run_file(base):
-    """Whether `base` names a file a training run writes in its folder (whose temporaries it may remove)."""
-    return base in (LATEST, LOG_NAME) or (base.endswith('.pth') and base[:-4].isdigit())
-
-
-def check_folder(ckptdir, ckpt, run_id):
-    """Never write into a folder that holds another run, or this run at a later epoch."""
-    held = folder_run(ckptdir)
-    if held is None:
-        return
-    there = os.path.join(ckptdir, os.path.basename(held.path))
-    if ckpt is None:
-        raise UsageError(f'--ckptdir {ckptdir} already holds a run ({os.path.basename(held.path)}, epoch {held.epoch}); '
-                         f'resume it with --resume_ckpt {there}, or choose another --ckptdir')
-    if ckpt.kind != 'project':
-        raise UsageError(f'--ckptdir {ckptdir} holds a run (epoch {held.epoch}); {ckpt.path}, a checkpoint of the '
-                         f'MACER code, starts a new run, which would overwrite it: choose an empty --ckptdir')
-    if run_id_of(held) != run_id:
-        raise UsageError(f'--ckptdir {ckptdir} holds another run ({os.path.basename(held.path)}, epoch {held.epoch}) '
-                         f'than {ckpt.path}; continuing there would overwrite it: choose another --ckptdir')
-    if held.epoch > ckpt.epoch:
-        raise UsageError(f'--ckptdir {ckptdir} holds this run at epoch {held.epoch}, later than the checkpoint '
-                         f'resumed (epoch {ckpt.epoch}); resume from {there}, or choose another --ckptdir')
-
-
-def check_resumable(ckpt, args):
-    """A checkpoint can resume this run: its format, its epoch against --epochs, its arguments."""
-    if ckpt.kind == 'cohen':
-        raise UsageError(f'{ckpt.path} is a Cohen/Salman checkpoint: it can be certified (--task test) but not '
-                         f'resumed; training resumes from this project\'s or the MACER code\'s checkpoints')
-    if ckpt.epoch > args.epochs:
-        raise UsageError(f'{ckpt.path} is at epoch {ckpt.epoch}, past --epochs {args.epochs}: give --epochs '
-                         f'{ckpt.epoch} or more to train on (or certify it with --task test)')
-    if ckpt.kind == 'macer':
-        if args.input_layer != 'none':
-            raise UsageError(f'{ckpt.path} is a MACER checkpoint, trained without an input layer; leave '
-                             f'--input_layer (and --normalize) out')
-        return
-    checkpoint.check_dataset(ckpt, args.dataset)
-    if not all(k in ckpt.content for k in ('optimizer', 'scheduler', 'rng')):
-        raise UsageError(f'{ckpt.path} holds weights only (no optimiser, scheduler or RNG state): certify it with '
-                         f'--task test; training resumes from a --ckptdir/latest.pth')
-    theirs = dict(ckpt.args or {})
-    if ckpt.version is None:  # written before version 1.0.0: what its flags meant then
-        if 'normalize' in theirs:
-            theirs.setdefault('input_layer', 'normalize' if theirs['normalize'] else 'none')
-        theirs.setdefault('lr_step', 'end')  # the only schedule order there was
-    mine = {k: getattr(args, k) for k in IDENTITY}
-    differ = differences(theirs, mine, keys=[k for k in IDENTITY if k in theirs], prefix='--')
-    if differ:
-        raise UsageError(f'{ckpt.path} was trained with other arguments ({differ}); resume with the same '
-                         f'arguments (--epochs may grow), or start a new run in another --ckptdir')
-
-
-def restore(ckpt, optimizer, scheduler, scaler, job, args, device):
-    """Put a resumed run's state back: returns its history (the log so far).
-
-    This project's checkpoints restore the optimiser (momentum buffers), scheduler, gradient scaler
-    and every rank's RNG state (`set_rng_state`), so the run continues exactly. Those written by
-    version 1.0 with loader workers continue, but not exactly: their shuffle and augmentation came from
-    generators they did not save (`data.training_loader`). The public code's `{'net', 'epoch'}`
-    hold weights and epoch only: the learning rate is set in closed form for that epoch, the momentum
-    buffers start from zero and the RNG from --seed and the epoch. Every stored part is checked; a
-    damaged one is refused with one line.
-    """
-    if ckpt.kind != 'project':
-        lr = lr_after(ckpt.epoch, args.lr, args.lr_milestones, args.lr_factor)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
-        scheduler.last_epoch = ckpt.epoch
-        scheduler._last_lr = [lr for _ in optimizer.param_groups]
-        torch.manual_seed(args.seed + ckpt.epoch + 1000003 * job.rank)  # each rank its own noise
-        return []
-    c = ckpt.content
-
-    def damaged(part, e=None):
-        detail = f' ({first_line(e)})' if e is not None else ''
-        return UsageError(f'{ckpt.path}: its {part} is damaged{detail}; resume from another checkpoint of the run')
-    try:
-        optimizer.load_state_dict(c['optimizer'])
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
-        raise damaged('optimiser state', e) from None
-    for group in optimizer.param_groups:
-        for p in group['params']:
-            buffer = optimizer.state.get(p, {}).get('momentum_buffer')
-            if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != p.shape):
-                raise damaged('optimiser state (a momentum buffer of another shape than its weight)')
-    try:
-        scheduler.load_state_dict(c['scheduler'])
-        if 'scaler' in c:
-            scaler.load_state_dict(c['scaler'])
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
-        raise damaged('scheduler state', e) from None
-    if scheduler.last_epoch != ckpt.epoch:
-        raise damaged(f'scheduler state (at epoch {scheduler.last_epoch}, the checkpoint at {ckpt.epoch})')
-    rng = c['rng']
-    if isinstance(rng, list):  # one state per rank of the job that wrote it
-        if len(rng) != job.world:
-            raise UsageError(f'{ckpt.path} was written by a job of {len(rng)} processes; resume it with as '
-                             f'many (torchrun --nproc_per_node {len(rng)}) to continue exactly')
-        rng = rng[job.rank]
-    elif job.world > 1:
-        raise UsageError(f'{ckpt.path} was written by a single process; resume it with one process to '
-                         f'continue exactly')
-    try:
-        set_rng_state(rng, device, ckpt.path)
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
-        raise damaged('random-number state', e) from None
-    history = c.get('history', [])
-    if not (isinstance(history, list) and all(isinstance(r, dict) and isinstance(r.get('epoch'), int)
-                                              for r in history)):
-        raise damaged('history (the log of its epochs)')
-    return list(history)
-
-
-@dataclass
-class Run:
-    """A run ready to train: its model, optimiser, scheduler, scaler, identity, history and first epoch."""
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    scaler: object
-    run_id: str
-    history: list
-    start: int
-    ckpt: object
-
-
-def start_run(args, ckpt, device, job):
-    """A new run (seeded by --seed) or the resumed one, on `device`."""
-    num_classes = NUM_CLASSES[args.dataset]
-    stats = args.dataset if args.input_layer != 'none' else None
-    if ckpt is None:
-        torch.manual_seed(args.seed)
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        model = build_model(args.arch, num_classes, args.input_layer, stats)
-        if job.world > 1:
-            torch.manual_seed(args.seed + 1000003 * job.rank)  # each rank its own noise
-    else:
-        model = checkpoint.fit_model(ckpt, args.arch, num_classes, f'--dataset {args.dataset}', args.input_layer)
-    model.to(device)
-    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=args.lr_factor)
-    history = [] if ckpt is None else restore(ckpt, optimizer, scheduler, scaler, job, args, device)
-    if ckpt is not None and ckpt.kind == 'project':
-        run_id = run_id_of(ckpt)
-    else:  # a new run, also when it continues the weights of the MACER code's checkpoint
-        run_id = job.on_main(lambda: uuid.uuid4().hex)
-    return Run(model, optimizer, scheduler, scaler, run_id, history, 0 if ckpt is None else ckpt.epoch, ckpt)
 
 
 def run_training(args, device, job, record, certifier):
@@ -543,27 +255,23 @@ def run_training(args, device, job, record, certifier):
     if args.batch_size % job.world:
         raise UsageError(f'--batch_size {args.batch_size} is the global batch: it must divide evenly over the '
                          f'{job.world} processes of the job')
-    lock = None
-    if args.ckptdir:
-        lock = FolderLock(os.path.join(args.ckptdir, LOCK_NAME), f'--ckptdir {args.ckptdir}',
-                          'choose another --ckptdir')
+    folder = RunFolder(args.ckptdir) if args.ckptdir else None
+    lock = folder.lock() if folder else None
+    if lock is not None:
         job.on_main(lock.acquire)
     try:
-        return _train(args, device, job, record, certifier)
+        return _train(args, device, job, record, certifier, folder)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(args, device, job, record, certifier):
+def _train(args, device, job, record, certifier, folder):
     ckpt = checkpoint.read_checkpoint(args.resume_ckpt) if args.resume_ckpt else None
     if ckpt is not None:
         check_resumable(ckpt, args)
-    run_id_now = (run_id_of(ckpt) if ckpt is not None and ckpt.kind == 'project' else None)
-    if args.ckptdir:
-        job.on_main(lambda: check_folder(args.ckptdir, ckpt, run_id_now))
-        if job.is_main:
-            remove_stale_temporaries(args.ckptdir, is_run_file)
+    if folder is not None:
+        job.on_main(lambda: folder.check(ckpt))
     # the training set is read before anything is written
     train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
     run = start_run(args, ckpt, device, job)
@@ -602,7 +310,7 @@ def _train(args, device, job, record, certifier):
                                       epoch=epoch, epochs=args.epochs, device=device, job=job,
                                       progress=not args.quiet)
         except Diverged as e:
-            raise Diverged(f'{e}; {_diverged_advice(args)}') from None
+            raise Diverged(f'{e}; {diverged_advice(args)}') from None
         seconds = time.perf_counter() - t0
         if args.lr_step == 'end':
             run.scheduler.step()
@@ -623,8 +331,8 @@ def _train(args, device, job, record, certifier):
         run.history.append(entry)
         job.print(epoch_line(entry, args.epochs), flush=True)
         certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
-        if args.ckptdir and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
-            save(args, run, epoch, certify_now, job, record, device)
+        if folder is not None and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
+            folder.save(args, run, epoch, certify_now, job, record, device)
         if certify_now:
             certifier.epoch(runner, epoch, pending_only=False, run_id=run.run_id)
     return run.model
@@ -642,33 +350,4 @@ def epoch_line(entry, epochs):
             f'robustness {entry["robustness"]:.4f}  acc(noise) {entry["train_acc_noise"]:.4f}  '
             f'{entry["seconds"]:.1f}s  {entry["noisy_images_per_second"]:.0f} noisy img/s{extra}')
 
-
-def save(args, run, epoch, numbered, job, record, device):
-    """latest.pth (and EPOCH.pth when `numbered`) and log.jsonl, on rank 0, with every rank's RNG state and
-    rank 0's device."""
-    rng = rng_state(device) if job.world == 1 else job.gather(rng_state(device))  # every rank's, to resume exactly
-    if not job.is_main:
-        return
-    content = checkpoint.content(
-        run.model, epoch=epoch, arch=args.arch, dataset=args.dataset, num_classes=NUM_CLASSES[args.dataset],
-        input_layer=args.input_layer, stats=args.dataset if args.input_layer != 'none' else None,
-        args=jsonable(record), run_id=run.run_id, history=run.history, optimizer=run.optimizer.state_dict(),
-        scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), rng=rng,
-        device=device_record(device))
-    if numbered:
-        checkpoint.save_checkpoint(os.path.join(args.ckptdir, f'{epoch}.pth'), content)
-    checkpoint.save_checkpoint(os.path.join(args.ckptdir, LATEST), content)
-    # the log is rewritten from the checkpoint's history: the two never disagree
-    atomic_write_text(os.path.join(args.ckptdir, LOG_NAME), ''.join(json.dumps(r) + '\n' for r in run.history))
-
-
-def _diverged_advice(args):
-    latest = os.path.join(args.ckptdir, LATEST) if args.ckptdir else None
-    fix = f'lower --lr (now {args.lr})' + (f' or --lbd (now {args.lbd})' if args.method in ('macer', 'stability',
-                                                                                          'consistency') else '')
-    if latest and os.path.exists(latest):
-        # a run resumes only with its own arguments: other ones make a new run, in a folder of its own
-        return (f'{latest}, the last good checkpoint, is kept: {fix} and start a new run in another --ckptdir '
-                f'(resuming it with the same arguments would diverge again)')
-    return f'no checkpoint was written before it: {fix} and start again'
 

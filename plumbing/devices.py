@@ -174,3 +174,8 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor()
+
+
+def device_record(device):
+    """The hardware that runs the arithmetic, for checkpoints: {'type', 'gpu' (None on the CPU), 'cpu'}."""
+    return {'type': device.type, 'gpu': gpu_model(device), 'cpu': cpu_name()}

@@ -14,14 +14,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+import resume
 import train
 from baselines import scaled_per_image, smoothadv_attack
 from checkpoint import Checkpoint
-from plumbing.errors import UsageError
-from plumbing.torchrun import SingleProcess
 from conftest import ROOT, run_main
 from data import EpochSampler, training_loader
+from plumbing import devices, rng
 from plumbing.devices import cpu_name
+from plumbing.errors import UsageError
+from plumbing.torchrun import SingleProcess
 
 
 # --- resume with loader workers ---------------------------------------------------------------------
@@ -158,7 +160,7 @@ def test_after_an_epoch_every_rank_holds_rank_0s_batchnorm_buffers(tmp_path):
 # --- fp16: the attack's gradient, the skipped steps ---------------------------------------------------
 
 class Half(nn.Module):
-    """A network run in fp16 (CPU autocast), returning float32 logits as runtime.Runner does."""
+    """A network run in fp16 (CPU autocast), returning float32 logits as plumbing.devices.Runner does."""
 
     def __init__(self, net):
         super().__init__()
@@ -252,7 +254,7 @@ def test_skipped_fp16_steps_are_counted_and_the_logged_gradient_norm_stays_finit
 # --- resume on other hardware -----------------------------------------------------------------------
 
 def rng_file(cuda_states, cuda_device=None):
-    state = train.rng_state(torch.device('cpu'))
+    state = rng.rng_state(torch.device('cpu'))
     state['cuda'] = [torch.full((16,), i, dtype=torch.uint8) for i in range(cuda_states)]
     if cuda_device is not None:
         state['cuda_device'] = cuda_device
@@ -265,19 +267,19 @@ def test_a_resume_restores_the_state_of_its_own_gpu_whatever_the_gpus_it_sees(mo
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     gpu0, gpu1 = torch.device('cuda', 0), torch.device('cuda', 1)
     # written on 4 GPUs (version 1.0: which one trained is not recorded), resumed where one is seen: GPU 0's
-    train.set_rng_state(rng_file(4), gpu0, 'old.pth')
+    rng.set_rng_state(rng_file(4), gpu0, 'old.pth')
     assert restored == [(0, 0)]
     # the GPU that trained is recorded: its state goes to the GPU that continues
     restored.clear()
-    train.set_rng_state(rng_file(4, cuda_device=2), gpu0, 'new.pth')
+    rng.set_rng_state(rng_file(4, cuda_device=2), gpu0, 'new.pth')
     assert restored == [(2, 0)]
     # no state for this GPU: said in one line, not called damaged
     with pytest.raises(UsageError, match=r'^old.pth holds the CUDA random-number states of 1 GPU, and this process '
                                          r'trains on GPU 1 \(of the 1 it sees\): resume on one of GPUs 0..0'):
-        train.set_rng_state(rng_file(1), gpu1, 'old.pth')
+        rng.set_rng_state(rng_file(1), gpu1, 'old.pth')
     # on the CPU the GPUs' states are not used
     restored.clear()
-    train.set_rng_state(rng_file(4), torch.device('cpu'), 'new.pth')
+    rng.set_rng_state(rng_file(4), torch.device('cpu'), 'new.pth')
     assert restored == []
 
 
@@ -285,8 +287,8 @@ def test_a_resume_on_another_device_model_says_it_will_not_be_bit_exact():
     def ckpt(device):
         return Checkpoint('ck.pth', 'project', {}, 3, content={} if device is None else {'device': device})
     here = torch.device('cpu')
-    assert train.device_note(ckpt(train.device_record(here)), here) is None
-    assert train.device_note(ckpt(None), here) is None  # the file does not say
-    note = train.device_note(ckpt({'type': 'cuda', 'gpu': 'NVIDIA H100 80GB HBM3', 'cpu': cpu_name()}), here)
+    assert resume.device_note(ckpt(devices.device_record(here)), here) is None
+    assert resume.device_note(ckpt(None), here) is None  # the file does not say
+    note = resume.device_note(ckpt({'type': 'cuda', 'gpu': 'NVIDIA H100 80GB HBM3', 'cpu': cpu_name()}), here)
     assert note == (f'==> note: ck.pth was trained on NVIDIA H100 80GB HBM3, this run continues on the CPU '
                     f'({cpu_name() or "unnamed"}): the continuation will not be bit-exact')

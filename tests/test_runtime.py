@@ -43,7 +43,7 @@ def test_a_certification_identity_holds_the_gpu_model_and_beta_only_where_used(m
     hard = evaluate.certification_identity(_args(), net, 'hard', torch.device('cpu'))
     assert 'beta' not in hard and 'gpu' not in hard and 'deterministic' not in hard
     assert evaluate.certification_identity(_args(), net, 'both', torch.device('cpu'))['beta'] == 16.0
-    monkeypatch.setattr(certification, 'gpu_model', lambda device: 'NVIDIA H100 80GB HBM3')
+    monkeypatch.setattr(evaluate, 'gpu_model', lambda device: 'NVIDIA H100 80GB HBM3')
     cuda = evaluate.certification_identity(_args(deterministic=True), net, 'soft', torch.device('cuda', 0))
     assert cuda['gpu'] == 'NVIDIA H100 80GB HBM3' and cuda['deterministic'] is True and cuda['device'] == 'cuda'
 

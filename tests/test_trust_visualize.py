@@ -95,10 +95,10 @@ def test_a_tie_between_settings_goes_to_the_latest_certification(tmp_path):
 
 
 def test_a_run_from_before_run_identities_is_named_as_training_names_it(tmp_path):
-    import train
+    import resume
     from checkpoint import read_checkpoint
     log = make_run(tmp_path / 'ck', None)
-    legacy = train.run_id_of(read_checkpoint(str(tmp_path / 'ck' / 'latest.pth')))
+    legacy = resume.run_id_of(read_checkpoint(str(tmp_path / 'ck' / 'latest.pth')))
     assert legacy.startswith('legacy-') and trainingcurves.run_of(log) == (legacy, '')
     mat = tmp_path / 'mat'
     mat.mkdir()
