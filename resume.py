@@ -45,29 +45,6 @@ def run_id_of(ckpt):
     return run_identity(ckpt.run_id, ckpt.content.get('history'))
 
 
-def lr_after(epoch, lr, milestones, factor):
-    """The learning rate once `epoch` epochs are done (what the scheduler holds then), in closed form:
-    lr * factor^(milestones <= epoch). With --lr_step end it is the rate of epoch `epoch` + 1; with
-    --lr_step start (the public code's), of epoch `epoch` itself."""
-    return lr * factor ** bisect.bisect_right(milestones, epoch)
-
-
-def device_note(ckpt, device):
-    """One line when a resumed run continues on another device model than the checkpoint's (None when the
-    same, or when the file does not say): kernels, and noise drawn on a GPU, differ between models, so the
-    continuation is not bit-exact. Training goes on."""
-    theirs = ckpt.content.get('device') if ckpt.kind == 'project' else None
-    if not isinstance(theirs, dict):
-        return None
-
-    def model(record):
-        return str(record.get('gpu')) if record.get('type') == 'cuda' else f'the CPU ({record.get("cpu") or "unnamed"})'
-    if model(theirs) == model(device_record(device)):
-        return None
-    return (f'==> note: {ckpt.path} was trained on {model(theirs)}, this run continues on '
-            f'{model(device_record(device))}: the continuation will not be bit-exact')
-
-
 # --- one run per folder ---------------------------------------------------------------------------
 
 class RunFolder:
@@ -150,6 +127,8 @@ class RunFolder:
         atomic_write_text(os.path.join(self.path, LOG_NAME), ''.join(json.dumps(r) + '\n' for r in run.history))
 
 
+# --- starting or resuming a run -------------------------------------------------------------------
+
 def check_resumable(ckpt, args):
     """A checkpoint can resume this run: its format, its epoch against --epochs, its arguments."""
     if ckpt.kind == 'cohen':
@@ -177,6 +156,29 @@ def check_resumable(ckpt, args):
     if differ:
         raise UsageError(f'{ckpt.path} was trained with other arguments ({differ}); resume with the same '
                          f'arguments (--epochs may grow), or start a new run in another --ckptdir')
+
+
+def device_note(ckpt, device):
+    """One line when a resumed run continues on another device model than the checkpoint's (None when the
+    same, or when the file does not say): kernels, and noise drawn on a GPU, differ between models, so the
+    continuation is not bit-exact. Training goes on."""
+    theirs = ckpt.content.get('device') if ckpt.kind == 'project' else None
+    if not isinstance(theirs, dict):
+        return None
+
+    def model(record):
+        return str(record.get('gpu')) if record.get('type') == 'cuda' else f'the CPU ({record.get("cpu") or "unnamed"})'
+    if model(theirs) == model(device_record(device)):
+        return None
+    return (f'==> note: {ckpt.path} was trained on {model(theirs)}, this run continues on '
+            f'{model(device_record(device))}: the continuation will not be bit-exact')
+
+
+def lr_after(epoch, lr, milestones, factor):
+    """The learning rate once `epoch` epochs are done (what the scheduler holds then), in closed form:
+    lr * factor^(milestones <= epoch). With --lr_step end it is the rate of epoch `epoch` + 1; with
+    --lr_step start (the public code's), of epoch `epoch` itself."""
+    return lr * factor ** bisect.bisect_right(milestones, epoch)
 
 
 def restore(ckpt, optimizer, scheduler, scaler, job, args, device):

@@ -1,7 +1,7 @@
 """Throughput of training and certification, beside the model's plain forward pass and the public code's way.
 
     python bench/bench.py                      # a quick table: LeNet, a few minutes on two CPU cores
-    python bench/bench.py --full               # the README's table: LeNet and ResNet-110, every setting
+    python bench/bench.py --full               # the table of bench/README.md: LeNet and ResNet-110, every setting
     python bench/bench.py --models lenet --settings fp32 bf16 --json bench.json
 
 Every figure is the median over --repeats timed runs after --warmup untimed ones. Each row runs
@@ -150,7 +150,7 @@ def run_row(name, what, setting, argv):
     return result['value'], result['unit'], result.get('vs_forward')
 
 
-# the quick default (a few minutes on two CPU cores) and the full table of the README (--full)
+# the quick default (a few minutes on two CPU cores) and the full table of bench/README.md (--full)
 QUICK = dict(models=['lenet'], what=['forward', 'certify', 'train-macer'], settings=['original', 'cl'], repeats=3,
              warmup=1)
 FULL = dict(models=['lenet', 'resnet110'], what=list(WHAT), settings=['original', 'fp32', 'cl', 'bf16', 'bf16+cl'],
@@ -160,7 +160,7 @@ FULL = dict(models=['lenet', 'resnet110'], what=list(WHAT), settings=['original'
 def build_parser():
     p = Parser(description=__doc__.split('\n')[0] + ' By default a quick table (LeNet; forward, certification '
                            'and MACER training; the public code\'s way and the default setting; a few minutes on two '
-                           'CPU cores); --full gives the README\'s table.', formatter_class=HelpFormatter)
+                           'CPU cores); --full gives the table of bench/README.md.', formatter_class=HelpFormatter)
     p.add_argument('--full', action='store_true',
                    help=f'the full table: models {" ".join(FULL["models"])}, every measurement, settings '
                         f'{" ".join(FULL["settings"])}, {FULL["repeats"]} repeats after {FULL["warmup"]} warm-up runs')

@@ -1,4 +1,4 @@
-"""The saving of early abstention (`--early_abstain M`), measured: README table "Early abstention".
+"""The saving of early abstention (`--early_abstain M`), measured: REPRODUCE.md, "Early abstention, measured".
 
     python reproduce/early_abstain.py                  # about 30 minutes on two CPU cores; resumes when rerun
 
