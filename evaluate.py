@@ -19,7 +19,8 @@ from plumbing.devices import cpu_name, gpu_model
 from plumbing.errors import UsageError
 from plumbing.locks import FolderLock
 from rs.certify import certify_dataset
-from rs.results import ResultFiles, format_summary, read_record
+from rs.results import format_summary
+from rs.runfiles import ResultFiles, read_record
 from rs.stats import modes_of
 
 

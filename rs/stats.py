@@ -265,3 +265,14 @@ def certificates(evidence: Sequence[Evidence], sigma: float, alpha: float,
                                        f'finite number')
         out.append((e.cAHat, r))
     return tuple(out)
+
+
+def largest_radius(sigma: float, N: int, alpha: float, mode: str = 'hard') -> float:
+    """The largest radius N samples can certify at level alpha: sigma * Phi^-1 of the bound when all N agree.
+
+    hard: alpha^(1/N) (Clopper-Pearson with nA = N; 0.80 at sigma 0.25 and N = 10000); soft: the
+    Bernstein bound of N scores of 1. 0 when even that bound is below 1/2 (every image abstains).
+    """
+    e = Evidence('hard', 0, N, nA=N) if mode == 'hard' else Evidence('soft', 0, N, sum=float(N), sum_sq=float(N))
+    bound = e.lower_bound(alpha)
+    return radius(sigma, bound) if bound >= 0.5 else 0.0

@@ -170,7 +170,7 @@ def _rows(path):
 
 
 def test_recomputation_from_the_statistics_equals_the_run_and_a_fresh_run_at_another_alpha(digits_lenet, tmp_path):
-    from rs.results import recompute
+    from rs.recompute import recompute
     assert certify(digits_lenet, tmp_path / 'a001') == 0
     assert certify(digits_lenet, tmp_path / 'a05', '--alpha', '0.05') == 0
     for mode in ('hard', 'soft'):
@@ -187,7 +187,7 @@ def test_recomputation_from_the_statistics_equals_the_run_and_a_fresh_run_at_ano
 
 def test_hard_statistics_read_with_the_bernstein_bound(digits_lenet, tmp_path):
     import json as json_
-    from rs.results import recompute
+    from rs.recompute import recompute
     from rs.stats import bernstein_lower_bound, radius
     assert certify(digits_lenet, tmp_path, '--mode', 'hard') == 0
     result = recompute(str(tmp_path / '8.json'), bound='bernstein')
@@ -206,7 +206,7 @@ def test_edited_statistics_are_refused_not_recomputed(digits_lenet, tmp_path):
     """A statistics line raised by hand (nA = n: the largest radius N allows) would give a larger certificate
     at any alpha: the run's own rows must still follow from its statistics, else nothing is recomputed."""
     from plumbing.errors import UsageError
-    from rs.results import recompute
+    from rs.recompute import recompute
     assert certify(digits_lenet, tmp_path, '--mode', 'hard') == 0
     stats = tmp_path / '8.stats.jsonl'
     lines = stats.read_text().splitlines(keepends=True)
@@ -260,7 +260,7 @@ def test_early_abstention_changes_no_returned_certificate_and_saves_samples(tmp_
     assert f'{len(early_ones)} of 40 images abstained early' in printed and '% saved' in printed
     assert record['identity']['early_abstain'] == 100
     # the statistics say which images stopped early, and a recomputation keeps them abstained
-    from rs.results import recompute
+    from rs.recompute import recompute
     result = recompute(str(tmp_path / 'early' / 'w.json'), alpha=0.2)
     assert result['recomputed']['early_abstentions_kept'] == len(early_ones)
     assert all(row.predict == -1 for row, d in zip(result['rows'], per_image) if d == 150)

@@ -18,9 +18,10 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from conftest import ROOT, run_without_torch
-from rs.compare import (bootstrap_mean, clopper_pearson, compare_pair, coverage, holm, label_lower_bound,
-                        mcnemar_exact, newcombe_paired, read_run)
+from rs.compare import (bootstrap_mean, clopper_pearson, compare_pair, coverage, holm, mcnemar_exact,
+                        newcombe_paired)
 from rs.results import read_tsv
+from rs.runs import label_lower_bound, read_run
 from rs.stats import acr, lower_confidence_bound
 
 sys.path.insert(0, os.path.join(ROOT, 'visualize'))

@@ -74,7 +74,7 @@ def test_no_document_cites_a_file_that_is_not_in_the_repository():
 
 
 def test_the_documented_largest_radii_are_what_the_tool_computes():
-    from rs.results import largest_radius
+    from rs.stats import largest_radius
     readme = open(os.path.join(ROOT, 'checkpoints', 'README.md')).read()
     assert f'{largest_radius(0.25, 1000, 0.001):.3f}' == '0.616' and '0.616 with N = 1000' in readme
     assert f'{largest_radius(0.25, 10000, 0.001):.2f}' == '0.80' and '0.80' in readme

@@ -18,7 +18,9 @@ import torch
 import main
 from plumbing.errors import UsageError
 from conftest import ROOT, run_main, snapshot
-from rs.results import parse_log, read_record, recompute, strict_json, write_record, ResultFiles
+from rs.recompute import recompute
+from rs.results import parse_log, strict_json
+from rs.runfiles import read_record, write_record, ResultFiles
 
 MACER = os.path.join(ROOT, 'checkpoints', 'digits-macer-0.25.pth')
 GAUSSIAN = os.path.join(ROOT, 'checkpoints', 'digits-gaussian-0.25.pth')

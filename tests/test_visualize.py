@@ -305,7 +305,7 @@ def test_tables_and_curves_carry_intervals_over_the_test_images_by_default(tmp_p
 
 
 def test_the_accuracy_under_noise_column_comes_from_the_statistics_beside_a_result(tmp_path):
-    from rs.compare import read_run
+    from rs.runs import read_run
     demo = os.path.join(ROOT, 'reproduce', 'results', 'digits-0.25')
     assert run(os.path.join(demo, 'macer.mat'), os.path.join(LOGS, 'cohen-cifar10-0.25.tsv'), '--labels', 'MACER',
                'Cohen', '--out', tmp_path / 'o') == 0

@@ -36,7 +36,8 @@ from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, probability 
 from plumbing.errors import UsageError  # noqa: E402
 from plumbing.outputs import output_folder  # noqa: E402
 from plotcurves import STYLES, _csv_escape, _tex_escape, run_and_report, typeset, write_figure  # noqa: E402
-from rs.compare import LEVEL, RESAMPLES, SEED, compare_pair, holm, read_run, run_summary, same_images  # noqa: E402
+from rs.compare import LEVEL, RESAMPLES, SEED, compare_pair, holm, run_summary  # noqa: E402
+from rs.runs import read_run, same_images  # noqa: E402
 from rs.stats import GRID  # noqa: E402
 
 OUTPUTS = ('.md', '.tex', '.csv', '.png', '.pdf')

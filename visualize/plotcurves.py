@@ -23,7 +23,6 @@ marks the largest radius its N, alpha and sigma can certify, the vertical cliff 
 
 Needs numpy, scipy and matplotlib only: nothing here imports torch or the model and training code.
 """
-import json
 import os
 import sys
 import textwrap
@@ -35,9 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, positive_float, probability  # noqa: E402
 from plumbing.errors import UsageError, first_line  # noqa: E402
 from plumbing.outputs import output_folder, run_command, text_writer, write_together  # noqa: E402
-from rs.compare import LEVEL, RESAMPLES, SEED, clopper_pearson, read_run, record_beside, run_summary  # noqa: E402
-from rs.results import largest_radius, read_mat, tsv_radii  # noqa: E402
-from rs.stats import GRID, acr, certified_accuracy  # noqa: E402
+from rs.compare import LEVEL, RESAMPLES, SEED, clopper_pearson, run_summary  # noqa: E402
+from rs.results import read_mat, read_result_json, tsv_radii  # noqa: E402
+from rs.runs import read_run, record_beside  # noqa: E402
+from rs.stats import GRID, acr, certified_accuracy, largest_radius  # noqa: E402
 
 STYLES = [('tab:red', '-'), ('tab:blue', '--'), ('tab:purple', ':'), ('tab:green', '-.'), ('tab:orange', '-'),
           ('tab:brown', '--'), ('tab:gray', ':'), ('tab:olive', '-.')]
@@ -65,11 +65,10 @@ def run_record(path, mode='hard'):
         if base.endswith(suffix):
             candidate = os.path.join(folder, base[:-len(suffix)] + '.json')
             try:
-                with open(candidate) as f:
-                    identity = json.load(f)['identity']
+                identity = (read_result_json(candidate, 'give its TSV log') or {})['identity']
                 return {'N': int(identity['N']), 'alpha': float(identity['alpha']), 'sigma': float(identity['sigma']),
                         'mode': its_mode}
-            except (OSError, ValueError, KeyError, TypeError):
+            except (UsageError, ValueError, KeyError, TypeError):
                 return None
     return None
 

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from plumbing.flagtypes import HelpFormatter, Parser, alpha_type  # noqa: E402
 from plumbing.outputs import run_command  # noqa: E402
-from rs.results import format_summary, recompute  # noqa: E402
+from rs.recompute import recompute  # noqa: E402
+from rs.results import format_summary  # noqa: E402
 from rs.stats import BOUNDS  # noqa: E402
 
 

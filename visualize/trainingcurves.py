@@ -32,6 +32,7 @@ from plumbing.outputs import output_folder, run_command  # noqa: E402
 from plumbing.records import run_identity  # noqa: E402
 from plotcurves import STYLES, typeset, write_figure  # noqa: E402
 from rs.compare import LEVEL  # noqa: E402
+from rs.results import read_result_json  # noqa: E402
 
 # (key in log.jsonl, panel title, log-scale y axis)
 QUANTITIES = (('classification', 'classification loss', True),
@@ -196,13 +197,12 @@ def certified_acr(matdir, log):
         if not (name.endswith('.json') and stem.isdigit()):
             continue
         try:
-            with open(os.path.join(matdir, name)) as f:
-                record = json.load(f)
+            record = read_result_json(os.path.join(matdir, name), 'move it away') or {}
             if record.get('status') != 'complete':
                 continue  # unfinished: nothing to draw yet
             acr = float(record['summary']['hard']['acr'])
             setting = {k: record['identity'].get(k) for k in SETTING}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (UsageError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a certification of this tool: left out of the figure
         written_by = record.get('checkpoint') if isinstance(record.get('checkpoint'), dict) else {}
         if written_by.get('run_id') is None:
