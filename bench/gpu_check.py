@@ -202,7 +202,8 @@ def main(argv=None):
             if status:
                 report.add('FAIL', name, f'exit {status}: {out.strip().splitlines()[-1:]}')
                 continue
-            record = json.load(open(glob.glob(os.path.join(matdir, '*.json'))[0]))
+            from rs.results import read_result_json
+            record = read_result_json(glob.glob(os.path.join(matdir, '*.json'))[0], 'rerun the check')
             identity = record['identity']
             finite = all(np.isfinite(v) for v in record['summary']['hard']['accuracy'])
             want_gpu = device.type != 'cuda' or bool(identity.get('gpu'))

@@ -15,12 +15,14 @@ Its answers follow the noise, so under noise they spread over the classes and it
 often with a top class far below 1/2: the case early abstention is for. (Trained LeNets on digits answer
 one class to most noisy copies even far from their training noise; they abstain seldom.)
 """
-import json
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from rs.results import read_result_json  # noqa: E402
+
 OUT = os.environ.get('EARLY_DIR', os.path.join(ROOT, 'runs', 'early'))
 IMAGES = ['--dataset', 'digits', '--start_img', '0', '--num_img', '100', '--skip', '10', '--N0', '100', '--N', '10000',
           '--certify_batch', '1000', '--mode', 'hard', '--quiet']
@@ -52,8 +54,9 @@ def certify(model, sigma, m):
         subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--task', 'test', *IMAGES, '--sigma', sigma,
                         '--resume_ckpt', MODELS[model], '--matdir', OUT, '--name', name, '--early_abstain', str(m)],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    with open(os.path.join(OUT, name + '.json')) as f:
-        record = json.load(f)
+    record = read_result_json(os.path.join(OUT, name + '.json'), 'move it away and rerun')
+    if record is None:
+        sys.exit(f'error: {os.path.join(OUT, name + ".json")} is not a result of this tool; move it away and rerun')
     with open(os.path.join(OUT, name + '.hard.tsv')) as f:
         rows = [line.split('\t')[:5] for line in f.read().splitlines()[1:]]
     return record, rows

@@ -2,11 +2,13 @@
 
     python reproduce/summarize.py runs/study digits mnist
 """
-import json
 import os
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rs.results import read_result_json  # noqa: E402
 
 
 def main(argv=None):
@@ -18,8 +20,11 @@ def main(argv=None):
         for sigma in ('0.25', '0.50'):
             for method in ('gaussian', 'macer', 'smoothadv'):
                 run = os.path.join(folder, f'{dataset}-{sigma}')
-                with open(os.path.join(run, 'results', f'{method}.json')) as f:
-                    hard = json.load(f)['summary']['hard']
+                path = os.path.join(run, 'results', f'{method}.json')
+                record = read_result_json(path, 'rerun reproduce/study.sh')
+                if record is None or 'summary' not in record:
+                    sys.exit(f'error: {path} is not a complete result of this tool; rerun reproduce/study.sh')
+                hard = record['summary']['hard']
                 history = torch.load(os.path.join(run, method, 'latest.pth'), weights_only=True)['history']
                 per_epoch = sum(r['seconds'] for r in history) / len(history)
                 acc = ' | '.join(f'{a:.2f}' for a in hard['accuracy'][:7])

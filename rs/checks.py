@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional, Sequence
 import numpy as np
 
 from plumbing.errors import UsageError
-from rs.results import ImageResult, Row, parse_evidence, parse_log, read_text
+from rs.results import ImageResult, Row, parse_log, read_text
+from rs.statslog import parse_evidence
 from rs.stats import Evidence, NoEstimate, NonFiniteCertificate, certificates, largest_radius
 
 if TYPE_CHECKING:  # rs.runfiles reads a run's files with these checks: imported for the annotations only

@@ -31,9 +31,10 @@ from plumbing.errors import DiskFull, UsageError, disk_full_message
 from plumbing.files import atomic_write_text, remove_stale_temporaries
 from plumbing.records import VERSION, differences
 from rs.checks import RowLimits, read_results
-from rs.results import (ImageResult, evidence_line, header_line, identity_key, is_run_record, read_result_json,
-                        strict_json, summary, write_mat)
+from rs.results import (ImageResult, header_line, identity_key, is_run_record, read_result_json, strict_json, summary,
+                        write_mat)
 from rs.stats import GRID, MODES
+from rs.statslog import evidence_line
 
 
 class ResultFiles:

@@ -14,7 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from plumbing.errors import UsageError
-from rs.results import parse_evidence, read_result_json, read_text, read_tsv
+from rs.results import read_result_json, read_text, read_tsv
+from rs.statslog import parse_evidence
 from rs.stats import certified_radii, lower_confidence_bound, modes_of
 
 

@@ -5,8 +5,8 @@ import sys
 
 from conftest import ROOT
 
-PUBLIC = ['checkpoint.py', 'macer.py', 'baselines.py', 'rs/core.py', 'rs/stats.py', 'rs/results.py', 'rs/runfiles.py',
-          'rs/checks.py', 'rs/recompute.py', 'rs/runs.py']
+PUBLIC = ['checkpoint.py', 'macer.py', 'baselines.py', 'rs/core.py', 'rs/stats.py', 'rs/results.py', 'rs/statslog.py',
+          'rs/runfiles.py', 'rs/checks.py', 'rs/recompute.py', 'rs/runs.py']
 
 
 def test_mypy_finds_no_error_in_the_public_api(tmp_path):

@@ -71,7 +71,7 @@ def read_log(path):
     return sorted(records, key=lambda r: r['epoch'])
 
 
-# the checkpoint a run's folder holds beside its log.jsonl (train.LATEST), else its last EPOCH.pth
+# the checkpoint a run's folder holds beside its log.jsonl (resume.LATEST), else its last EPOCH.pth
 LATEST = 'latest.pth'
 
 # what makes two certifications' ACR comparable: the noise, the sample size, the confidence, the test images
