@@ -33,11 +33,11 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from data import DATASETS, INPUT_SHAPE, NUM_CLASSES
+from model import ARCH_INPUT, ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION, base_network, build_model
 from plumbing.errors import UsageError, first_line
 from plumbing.files import atomic_write
 from plumbing.records import VERSION
-from data import DATASETS, INPUT_SHAPE, NUM_CLASSES
-from model import ARCH_INPUT, ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION, base_network, build_model
 
 FORMAT = 'macer-reimpl/1'
 

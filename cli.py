@@ -7,18 +7,19 @@ single flags cannot check, `resolve` does, with one-line errors.
 import argparse
 import os
 
-from plumbing.flagtypes import HelpFormatter, Parser, alpha_type, file_name, momentum_type, nonneg_float, nonneg_int, positive_float, positive_int, radius_type
 from checkpoint import check_fit
-from plumbing.errors import UsageError
-from plumbing.files import writable_dir
-from plumbing.records import VERSION
 from data import DATASETS
 from model import ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
-from presets import PRESETS
-from rs.stats import MODE_CHOICES
 from plumbing.devices import MEMORY_FORMATS, PRECISIONS
+from plumbing.errors import UsageError
+from plumbing.files import writable_dir
+from plumbing.flagtypes import HelpFormatter, Parser, alpha_type, file_name, momentum_type, nonneg_float, nonneg_int, \
+    positive_float, positive_int, radius_type
+from plumbing.records import VERSION
 from plumbing.torchrun import DEFAULT_DIST_TIMEOUT_H
+from presets import PRESETS
 from resume import LATEST
+from rs.stats import MODE_CHOICES
 from train import METHODS
 
 NONE = 'none'  # the original's spelling of "not given" for paths

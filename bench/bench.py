@@ -34,11 +34,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import original  # noqa: E402
-from plumbing.flagtypes import HelpFormatter, Parser, nonneg_int, positive_int  # noqa: E402
-from plumbing.errors import UsageError  # noqa: E402
 from model import ARCH_INPUT, build_model  # noqa: E402
-from rs.core import Smooth  # noqa: E402
 from plumbing.devices import Runner, cpu_name, pick_device, speed_settings  # noqa: E402
+from plumbing.errors import UsageError  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, nonneg_int, positive_int  # noqa: E402
+from rs.core import Smooth  # noqa: E402
 from train import StepArgs, optimizer_step, training_step  # noqa: E402
 
 NUM_CLASSES = {'lenet': 10, 'resnet110': 10, 'resnet50': 1000}

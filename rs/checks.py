@@ -14,8 +14,8 @@ import numpy as np
 
 from plumbing.errors import UsageError
 from rs.results import ImageResult, Row, parse_log, read_text
-from rs.statslog import parse_evidence
 from rs.stats import Evidence, NoEstimate, NonFiniteCertificate, certificates, largest_radius
+from rs.statslog import parse_evidence
 
 if TYPE_CHECKING:  # rs.runfiles reads a run's files with these checks: imported for the annotations only
     from rs.runfiles import ResultFiles

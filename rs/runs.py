@@ -15,8 +15,8 @@ import numpy as np
 
 from plumbing.errors import UsageError
 from rs.results import read_result_json, read_text, read_tsv
-from rs.statslog import parse_evidence
 from rs.stats import certified_radii, lower_confidence_bound, modes_of
+from rs.statslog import parse_evidence
 
 
 # --- what the per-image statistics say beyond the certificate ------------------------------------------

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 from checkpoint import FORMAT, fit_model, read_checkpoint
-from plumbing.errors import UsageError
 from conftest import run_main
 from model import NORMALIZATION, LeNet, base_network, resnet110
+from plumbing.errors import UsageError
 
 
 def expected_resnet110_keys():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import data
-from plumbing.errors import UsageError
 from data import get_dataset
+from plumbing.errors import UsageError
 
 
 def test_digits_is_embedded_28x28_and_split_by_a_fixed_seed():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import evaluate
+from conftest import run_main
 from plumbing import devices
 from plumbing.errors import UsageError
-from conftest import run_main
 
 
 def test_fp32_means_ieee_fp32_and_tf32_is_its_own_precision():

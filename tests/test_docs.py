@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from plumbing.records import VERSION
 from conftest import ROOT, run_main
+from plumbing.records import VERSION
 from presets import PRESETS
 
 

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
+from conftest import ROOT, run_main, snapshot
 from plumbing.errors import DiskFull
 from plumbing.files import atomic_write
-from conftest import ROOT, run_main, snapshot
 from rs.results import parse_log
 
 MAIN = os.path.join(ROOT, 'main.py')

@@ -16,8 +16,8 @@ import scipy.io as sio
 import torch
 
 import main
-from plumbing.errors import UsageError
 from conftest import ROOT, run_main, snapshot
+from plumbing.errors import UsageError
 from rs.recompute import recompute
 from rs.results import parse_log, strict_json
 from rs.runfiles import read_record, write_record, ResultFiles

@@ -13,9 +13,9 @@ import scipy.io as sio
 from conftest import ROOT, run_without_torch
 
 sys.path.insert(0, os.path.join(ROOT, 'visualize'))
-from plumbing import outputs  # noqa: E402
 import plotcurves  # noqa: E402
 import trainingcurves  # noqa: E402
+from plumbing import outputs  # noqa: E402
 from plumbing.errors import UsageError  # noqa: E402
 from plumbing.locks import FolderLock  # noqa: E402
 from plumbing.outputs import run_command, text_writer, write_together  # noqa: E402

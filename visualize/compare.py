@@ -32,10 +32,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, probability  # noqa: E402
-from plumbing.errors import UsageError  # noqa: E402
-from plumbing.outputs import output_folder  # noqa: E402
 from plotcurves import STYLES, _csv_escape, _tex_escape, run_and_report, typeset, write_figure  # noqa: E402
+from plumbing.errors import UsageError  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, probability  # noqa: E402
+from plumbing.outputs import output_folder  # noqa: E402
 from rs.compare import LEVEL, RESAMPLES, SEED, compare_pair, holm, run_summary  # noqa: E402
 from rs.runs import read_run, same_images  # noqa: E402
 from rs.stats import GRID  # noqa: E402

@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, positive_float, probability  # noqa: E402
 from plumbing.errors import UsageError, first_line  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, positive_float, probability  # noqa: E402
 from plumbing.outputs import output_folder, run_command, text_writer, write_together  # noqa: E402
 from rs.compare import LEVEL, RESAMPLES, SEED, clopper_pearson, run_summary  # noqa: E402
 from rs.results import read_mat, read_result_json, tsv_radii  # noqa: E402

@@ -26,11 +26,11 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from plumbing.flagtypes import HelpFormatter, Parser, probability  # noqa: E402
+from plotcurves import STYLES, typeset, write_figure  # noqa: E402
 from plumbing.errors import UsageError  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, probability  # noqa: E402
 from plumbing.outputs import output_folder, run_command  # noqa: E402
 from plumbing.records import run_identity  # noqa: E402
-from plotcurves import STYLES, typeset, write_figure  # noqa: E402
 from rs.compare import LEVEL  # noqa: E402
 from rs.results import read_result_json  # noqa: E402
 
