@@ -244,7 +244,7 @@ def resolve(args):
     if args.mode is None:
         args.mode = 'both' if args.task == 'test' else 'hard'
     if args.sigma is None and args.task == 'train':
-        args.sigma = DEFAULT_SIGMA  # certification takes the checkpoint's (certification.resolve_sigma)
+        args.sigma = DEFAULT_SIGMA  # certification takes the checkpoint's (evaluate.resolve_sigma)
     if args.task == 'train':
         args.input_layer = args.input_layer or 'none'
         if args.input_layer != 'none' and args.dataset not in NORMALIZATION:

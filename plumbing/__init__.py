@@ -8,6 +8,8 @@
 - `flagtypes`: the value types of command-line flags, and the parser every command shares.
 - `devices`: the device, the precision and how the network is run (`Runner`).
 - `torchrun`: one process or a rank of a torchrun job, behind one interface.
+- `rng`: the generator states of a process, saved in a checkpoint and put back on resume.
 
-Standard library only, except `devices` and `torchrun` (torch): `visualize/` imports no torch.
+Standard library only, except `devices`, `torchrun` and `rng` (torch), and `flagtypes.alpha_type`, which
+checks an alpha with `rs.stats`: `visualize/` imports no torch.
 """

@@ -1,6 +1,6 @@
 """The errors a user meets: a mistake they can fix, and a full disk, each said in one line.
 
-Standard library only, like the rest of `plumbing/`.
+Standard library only.
 """
 import errno
 import os

@@ -1,7 +1,7 @@
 """Result files: the formats of a certification's results, and their summaries (docs/FORMATS.md).
 
-numpy and scipy only: `rs.certify` writes these files and `visualize/` reads them with the same
-functions.
+numpy and scipy only: `rs.runfiles` and `rs.recompute` write these files and `visualize/` reads them with
+the same functions.
 
 - `.mat`: key `hard` and/or `soft`, one float per image: the radius when correct, -1 when wrong or
   abstained (written by `scipy.io.savemat`, as the original, so MATLAB and Octave read it).

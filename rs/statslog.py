@@ -1,7 +1,7 @@
 """The statistics log (NAME.stats.jsonl): one JSON object per certified image, {"idx", "label", "drawn",
 MODE: {...}}, holding the sufficient statistics every certificate of the image was computed from
 (docs/FORMATS.md). Written line by line as images are certified, read back by resume, recomputation
-and analysis; standard library and numpy only.
+and analysis; numpy and scipy only, as `rs.results`.
 """
 import json
 from typing import Dict, List, Sequence

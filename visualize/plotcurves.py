@@ -12,7 +12,7 @@ band around each curve; the ACR with a BCa bootstrap interval over the images (f
 where a file of this project keeps its statistics (NAME.stats.jsonl), the accuracy under noise with
 its interval. `--level` sets the level (0.95); `--no_intervals` gives the paper's bare format.
 
-Semantics (docs/METHOD.md, "Metrics"): a wrong or abstained image counts as radius 0, i.e. it is never
+Semantics (docs/METHOD.md, "Protocol and metrics"): a wrong or abstained image counts as radius 0, i.e. it is never
 certified; a TSV row with `correct` 0 does not count whatever its radius; the certified accuracy at
 r counts the radii >= r, so an image certified at exactly 0.5 counts at 0.5. The MACER authors'
 `plotcurves.m` counts radii > r instead: at r = 0 it leaves out correct images of radius 0, and at
@@ -263,7 +263,7 @@ def typeset(make):
 
 
 def figure_writer(fig, fmt):
-    """A `write(tmp_path)` for `common.write_together` that saves `fig` in format `fmt` ('png', 'pdf'): given,
+    """A `write(tmp_path)` for `plumbing.outputs.write_together` that saves `fig` in format `fmt` ('png', 'pdf'): given,
     since the temporary file's name ends in .tmp, from which savefig would pick no format."""
     def write(tmp):
         fig.savefig(tmp, format=fmt, dpi=150)
@@ -272,7 +272,7 @@ def figure_writer(fig, fmt):
 
 def write_figure(prefix, fig, extensions, what, texts=None):
     """PREFIX + each extension: the figure in that format, or `texts[ext]`, written as one set
-    (`common.write_together`): all new, or all as they were (never new tables beside an older figure)."""
+    (`plumbing.outputs.write_together`): all new, or all as they were (never new tables beside an older figure)."""
     import matplotlib.pyplot as plt
     texts = texts or {}
     try:
