@@ -15,10 +15,9 @@ from plumbing.errors import UsageError
 from plumbing.files import writable_dir
 from plumbing.flagtypes import HelpFormatter, Parser, alpha_type, file_name, momentum_type, nonneg_float, nonneg_int, \
     positive_float, positive_int, radius_type
-from plumbing.records import VERSION
+from plumbing.records import LATEST, VERSION
 from plumbing.torchrun import DEFAULT_DIST_TIMEOUT_H
 from presets import PRESETS
-from resume import LATEST
 from rs.stats import MODE_CHOICES
 from train import METHODS
 

@@ -1,7 +1,8 @@
 """A training run's folder, and how a run starts or continues.
 
 The folder (--ckptdir) holds one run: `latest.pth`, the numbered `EPOCH.pth` of the certified epochs,
-`log.jsonl`, and `.lock` while a process trains there (`RunFolder`). Each run has an identity
+`log.jsonl`, and `.lock` while a process trains there (`RunFolder`; the names are
+`plumbing.records`', which `visualize/` reads without torch). Each run has an identity
 (`run_id`, written in its checkpoints); the folder is never written by another run, or by this run
 resumed from an earlier epoch than the folder holds. A checkpoint resumes a run only when its
 arguments that make the run what it is (`IDENTITY`) are the same (`check_resumable`). This module
@@ -26,7 +27,7 @@ from plumbing.devices import device_record
 from plumbing.errors import UsageError, first_line
 from plumbing.files import atomic_write_text, remove_stale_temporaries
 from plumbing.locks import FolderLock
-from plumbing.records import differences, jsonable, run_identity
+from plumbing.records import LATEST, LOCK_NAME, LOG_NAME, differences, jsonable, run_checkpoints, run_identity
 from plumbing.rng import rng_state, set_rng_state
 
 # the arguments that make a run what it is: resuming with any of them changed would silently
@@ -35,9 +36,6 @@ IDENTITY = ('method', 'dataset', 'arch', 'input_layer', 'sigma', 'lbd', 'lbd_aft
             'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'eta', 'adv_training', 'step_size', 'mix_step', 'maxnorm',
             'batch_size', 'lr', 'momentum', 'weight_decay', 'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
 
-LOG_NAME = 'log.jsonl'
-LATEST = 'latest.pth'
-LOCK_NAME = '.lock'
 
 
 def run_id_of(ckpt):
@@ -63,8 +61,7 @@ class RunFolder:
         EPOCH.pth): a `checkpoint.Checkpoint`, or None for a folder without this tool's checkpoints."""
         ckptdir = self.path
         names = os.listdir(ckptdir)
-        epochs = sorted((int(n[:-4]) for n in names if n.endswith('.pth') and n[:-4].isdigit()), reverse=True)
-        candidates = ([LATEST] if LATEST in names else []) + [f'{e}.pth' for e in epochs]
+        candidates = run_checkpoints(names)
         if not candidates:
             if LOG_NAME in names:
                 raise UsageError(f'--ckptdir {ckptdir} holds {LOG_NAME} of an earlier run but no checkpoint; move it '

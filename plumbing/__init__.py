@@ -4,7 +4,7 @@
 - `files`: atomic writes, the clean-up of what a killed write left, folder checks.
 - `locks`: one process at a time on a run's folder or result files (`FolderLock`).
 - `outputs`: the `visualize/` commands' outputs written as one set, and their shared ending.
-- `records`: the tool's version and what a record says about how it was made.
+- `records`: the tool's version, what a record says about how it was made, a training run folder's names.
 - `flagtypes`: the value types of command-line flags, and the parser every command shares.
 - `devices`: the device, the precision and how the network is run (`Runner`).
 - `torchrun`: one process or a rank of a torchrun job, behind one interface.

@@ -1,5 +1,6 @@
 """What a record (a checkpoint, a result JSON) says about how it was made: the tool's version, the identity
-of the training run, and the one wording of "made with other arguments".
+of the training run and which file of its folder names it, and the one wording of "made with other
+arguments". Standard library only: `visualize/` names a run without torch.
 """
 import hashlib
 import json
@@ -37,3 +38,17 @@ def run_identity(run_id, history):
     if not history:
         return None
     return 'legacy-' + hashlib.sha256(json.dumps(history[0], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# the files of a training run's folder (--ckptdir): its latest checkpoint, its log, the lock of the process
+# training there; beside them the numbered EPOCH.pth of certified epochs
+LATEST = 'latest.pth'
+LOG_NAME = 'log.jsonl'
+LOCK_NAME = '.lock'
+
+
+def run_checkpoints(names):
+    """The checkpoints among the file `names` of a training run's folder, the one that says most about the run
+    first: latest.pth, then each EPOCH.pth from the last epoch down."""
+    epochs = sorted((int(n[:-4]) for n in names if n.endswith('.pth') and n[:-4].isdigit()), reverse=True)
+    return ([LATEST] if LATEST in names else []) + [f'{e}.pth' for e in epochs]

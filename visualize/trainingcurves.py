@@ -30,7 +30,7 @@ from plotcurves import STYLES, typeset, write_figure  # noqa: E402
 from plumbing.errors import UsageError  # noqa: E402
 from plumbing.flagtypes import HelpFormatter, Parser, probability  # noqa: E402
 from plumbing.outputs import output_folder, run_command  # noqa: E402
-from plumbing.records import run_identity  # noqa: E402
+from plumbing.records import run_checkpoints, run_identity  # noqa: E402
 from rs.compare import LEVEL  # noqa: E402
 from rs.results import read_result_json  # noqa: E402
 
@@ -70,9 +70,6 @@ def read_log(path):
         raise UsageError(f'{path} holds no epochs')
     return sorted(records, key=lambda r: r['epoch'])
 
-
-# the checkpoint a run's folder holds beside its log.jsonl (resume.LATEST), else its last EPOCH.pth
-LATEST = 'latest.pth'
 
 # what makes two certifications' ACR comparable: the noise, the sample size, the confidence, the test images
 SETTING = ('sigma', 'N', 'alpha', 'start_img', 'num_img', 'skip')
@@ -140,8 +137,7 @@ def run_of(log):
         names = os.listdir(folder)
     except OSError as e:
         return None, f'its folder cannot be read ({e.strerror})'
-    epochs = sorted((int(n[:-4]) for n in names if n.endswith('.pth') and n[:-4].isdigit()), reverse=True)
-    candidates = ([LATEST] if LATEST in names else []) + [f'{e}.pth' for e in epochs]
+    candidates = run_checkpoints(names)
     if not candidates:
         return None, 'its folder holds no checkpoint of the run (latest.pth or EPOCH.pth) to name it'
     try:
