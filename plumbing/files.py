@@ -40,15 +40,13 @@ def atomic_write(path, write):
     removed by the next run that owns the folder). A full disk raises `DiskFull`, naming what was kept.
     """
     path = os.path.abspath(path)
-    folder, base = os.path.split(path)
+    folder = os.path.dirname(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + base + _TMP_TAG, suffix='.tmp')
+        tmp = temporary(path)
     except OSError as e:
         if is_disk_full(e, folder):
             raise _disk_full(path, e) from None
         raise
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the file the permissions open() would
     try:
         write(tmp)
         with open(tmp, 'rb+') as f:
