@@ -13,8 +13,8 @@ from model import ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
 from plumbing.devices import MEMORY_FORMATS, PRECISIONS
 from plumbing.errors import UsageError
 from plumbing.files import writable_dir
-from plumbing.flagtypes import HelpFormatter, Parser, alpha_type, file_name, momentum_type, nonneg_float, nonneg_int, \
-    positive_float, positive_int, radius_type
+from plumbing.flagtypes import HelpFormatter, Parser, alpha_type, distance, file_name, momentum_type, nonneg_float, \
+    nonneg_int, positive_float, positive_int, radius_type, seed_type
 from plumbing.records import LATEST, VERSION
 from plumbing.torchrun import DEFAULT_DIST_TIMEOUT_H
 from presets import PRESETS
@@ -103,7 +103,7 @@ def build_parser():
                         'the order of summation) or contiguous (the public code\'s)')
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the network: faster steps after a compilation of a minute or more')
-    p.add_argument('--seed', default=0, type=nonneg_int,
+    p.add_argument('--seed', default=0, type=seed_type,
                    help='seed of all randomness; certification noise of test image i comes from (seed, i)')
     p.add_argument('--quiet', action='store_true', help='no progress bars (log lines and summaries still print)')
 
@@ -155,13 +155,13 @@ def build_parser():
     g.add_argument('--adv_training', action='store_true',
                    help='Consistency on SmoothAdv points (Jeong and Shin\'s --adv-training): their PGD attack of '
                         '--num_steps steps in the --epsilon ball, on the same m noise draws')
-    g.add_argument('--step_size', default=1.0, type=positive_float,
+    g.add_argument('--step_size', default=1.0, type=distance,
                    help='SmoothMix: alpha, the L2 length of each attack step in pixel units (the attack reaches up '
                         'to --num_steps x alpha from the image)')
     g.add_argument('--mix_step', default=0, type=nonneg_int,
                    help='SmoothMix: the attack step whose point is the clean end of the mixup: 0 (the default), the '
                         'image (SmoothMix); 1, the one-step adversary (within alpha of the image, less during warm-up)')
-    g.add_argument('--maxnorm', default=None, type=positive_float,
+    g.add_argument('--maxnorm', default=None, type=distance,
                    help='SmoothMix: keep the attack within this L2 distance of the image (the authors\' restriction '
                         'study; default: unbounded, as every published run)')
     g.add_argument('--workers', default=None, type=nonneg_int,
@@ -174,7 +174,7 @@ def build_parser():
     g.add_argument('--cert_every', default=20, type=positive_int, help='... and every CERT_EVERY epochs after it')
 
     g = p.add_argument_group('smoothing (training and certification)')
-    g.add_argument('--sigma', default=None, type=positive_float,
+    g.add_argument('--sigma', default=None, type=distance,
                    help='standard deviation of the Gaussian noise, in pixel units of [0, 1] images (training: default '
                         f'{DEFAULT_SIGMA}; certification: default the sigma the checkpoint was trained at, when it '
                         f'records one, else {DEFAULT_SIGMA})')
@@ -224,8 +224,38 @@ def given(path):
     return None if path in (None, '', NONE) else path
 
 
+def check_flags_apply(args):
+    """Refuse a flag given on the command line that this run would not use: a flag of another training method
+    (naming the methods it belongs to), Consistency's attack flags without --adv_training, a training flag of
+    --task test and --name of --task train, and a preset of one method with another --method. A flag that
+    is accepted and then ignored would leave the user believing it applied."""
+    given_ = args._given
+    if args.task == 'test':
+        used = sorted(f for f in given_ if f in TRAINING_FLAGS)
+        if used:
+            raise UsageError(f'--{used[0]} is a training flag; --task test certifies a checkpoint and does not use '
+                             f'it: leave it out')
+        return
+    if 'name' in given_:
+        raise UsageError('--name names the results of --task test; the certifications during training are named by '
+                         'their epoch: leave it out')
+    if args.preset and 'method' in given_ and PRESETS[args.preset].get('method', 'macer') != args.method:
+        raise UsageError(f'--preset {args.preset} is a setting of {PRESETS[args.preset].get("method", "macer")}, '
+                         f'not of --method {args.method}: its flags are that method\'s; leave --method out, or '
+                         f'choose a preset of {args.method}')
+    for flag in sorted(given_):
+        methods = METHOD_FLAGS.get(flag)
+        if methods is not None and args.method not in methods:
+            raise UsageError(f'--{flag} is a flag of {" and ".join(methods)}, not of --method {args.method}, which '
+                             f'would not use it: leave it out')
+        if flag in ATTACK_FLAGS and args.method == 'consistency' and not args.adv_training:
+            raise UsageError(f'--{flag} sets Consistency\'s attack, which runs only with --adv_training: add '
+                             f'--adv_training, or leave --{flag} out')
+
+
 def resolve(args):
     """Fill the defaults that depend on other flags and check what single flags cannot."""
+    check_flags_apply(args)
     args.resume_ckpt, args.ckptdir, args.matdir = given(args.resume_ckpt), given(args.ckptdir), given(args.matdir)
     args.arch = args.arch or DEFAULT_ARCH[args.dataset]
     check_fit(args.arch, args.dataset)

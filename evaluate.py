@@ -4,6 +4,8 @@ The glue between the flags and `rs/`: which test images, which files, the identi
 must match, the lock on the result files, the summary printed at the end. `rs/` itself knows no
 flags; everything reaches it as an argument. `main.py` runs both tasks with a `Certifier`.
 """
+import argparse
+import math
 import os
 import platform
 import sys
@@ -17,6 +19,7 @@ from data import NUM_CLASSES, get_dataset, labels_of
 from model import input_layer_of
 from plumbing.devices import cpu_name, gpu_model
 from plumbing.errors import UsageError
+from plumbing.flagtypes import MAX_DISTANCE
 from plumbing.locks import FolderLock
 from rs.certify import certify_dataset
 from rs.results import format_summary
@@ -35,6 +38,11 @@ def test_indices(size, start, num, skip, dataset):
         raise UsageError(f'--start_img {start} --num_img {num} --skip {skip} reaches test image {last}, past the end '
                          f'of the {dataset} test set ({size} images); use --num_img {fits} or less')
     return list(range(start, last + 1, skip))
+
+
+# the arguments of a certification that its identity records and that an interrupted one is finished with
+CERTIFICATION_ARGS = ('start_img', 'num_img', 'skip', 'sigma', 'beta', 'N0', 'N', 'alpha', 'early_abstain',
+                      'certify_batch', 'seed')
 
 
 def certification_identity(args, model, mode, device):
@@ -61,8 +69,15 @@ def resolve_sigma(args, ckpt, job):
     """--sigma of a certification: the one given, else the sigma the checkpoint was trained at (this
     project's checkpoints record it; the MACER code's, Cohen's and Salman's do not), else the default.
     Returns the training sigma (None when unknown); a given sigma that differs from it is printed."""
-    trained = (ckpt.args or {}).get('sigma') if ckpt.kind == 'project' else None
-    trained = float(trained) if isinstance(trained, (int, float)) and not isinstance(trained, bool) else None
+    recorded = (ckpt.args or {}).get('sigma') if ckpt.kind == 'project' else None
+    trained = _sigma_value(recorded)
+    if recorded is not None and trained is None:
+        if args.sigma is None:
+            raise UsageError(f'{ckpt.path} records the training sigma {str(recorded)[:40]!r}, which is not a noise '
+                             f'level (a positive number up to {MAX_DISTANCE:g}): the file was edited or damaged; give '
+                             f'--sigma to certify at a sigma of your choice')
+        job.print(f'==> note: {ckpt.path} records the training sigma {str(recorded)[:40]!r}, which is not a noise level; '
+                  f'certifying at --sigma {args.sigma}', flush=True)
     if args.sigma is None:
         args.sigma = trained if trained is not None else DEFAULT_SIGMA
         if trained is None:
@@ -72,6 +87,17 @@ def resolve_sigma(args, ckpt, job):
         job.print(f'==> note: certifying at sigma {args.sigma}, but {ckpt.path} was trained at sigma {trained}',
                   flush=True)
     return trained
+
+
+def _sigma_value(value):
+    """A recorded sigma as a float, None when it is no noise level (not a number, 0, negative, NaN, too large)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return value if math.isfinite(value) and 0 < value <= MAX_DISTANCE else None
 
 
 def environment():
@@ -126,17 +152,24 @@ class Certifier:
         if lock is not None:
             job.on_main(lock.acquire)
         try:
+            indices, record = self.indices, dict(self.record, **(extra or {}))
             if pending_only and files is not None:
                 earlier = job.on_main(lambda: read_record(files))
-                if earlier and earlier['status'] == 'complete' and \
-                        earlier['identity'].get('model_sha256') == identity['model_sha256']:
+                same_model = earlier and earlier['identity'].get('model_sha256') == identity['model_sha256']
+                if same_model and earlier['status'] == 'complete':
                     job.print(f'==> {files.json}: certified before the stop, kept as it is', flush=True)
                     return None
-            record = dict(self.record, **(extra or {}))
+                if same_model:
+                    # an interrupted certification is finished with the arguments it was begun with; the flags
+                    # given now apply to the certifications to come (docs/RUNS.md)
+                    a = self._arguments_of(earlier['identity'], files)
+                    indices = test_indices(len(self.dataset), a.start_img, a.num_img, a.skip, a.dataset)
+                    identity = certification_identity(a, runner.model, mode, self.device)
+                    record['args'] = dict(record.get('args') or {}, **{k: getattr(a, k) for k in CERTIFICATION_ARGS})
             # the network as run, without DistributedDataParallel: a rank with no image to certify must
             # not be waited for at DDP's buffer broadcast
             network = getattr(runner, 'unsynced', runner)
-            certified = certify_dataset(network, self.dataset, self.indices, num_classes=NUM_CLASSES[a.dataset],
+            certified = certify_dataset(network, self.dataset, indices, num_classes=NUM_CLASSES[a.dataset],
                                     sigma=a.sigma, mode=mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
                                     batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
                                     identity=identity, record=record, labels=self.labels,
@@ -148,7 +181,7 @@ class Certifier:
             print(format_summary(certified.radii), flush=True)
             samples = certified.samples
             if a.early_abstain and 'total' in samples:
-                images = len(self.indices)
+                images = len(indices)
                 print(f'==> early abstention (M {a.early_abstain}): {certified.early} of {images} images abstained '
                       f'early; {samples["total"]} samples drawn of the standard protocol\'s '
                       f'{samples["standard_per_image"] * images}, {100 * samples["saved"]:.1f}% saved', flush=True)
@@ -156,6 +189,24 @@ class Certifier:
                 print(f'==> results: {files.mat}, {", ".join(files.logs.values())}, {files.stats}, {files.json}',
                       flush=True)
         return certified.radii
+
+    def _arguments_of(self, identity, files):
+        """The arguments with the certification settings of `identity` (an interrupted certification's), with a
+        line saying which differ from the flags given now; a UsageError for an identity that cannot be read."""
+        a = argparse.Namespace(**vars(self.args))
+        try:
+            for key in CERTIFICATION_ARGS:
+                if key in identity:
+                    setattr(a, key, type(getattr(self.args, key))(identity[key]))
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f'{files.json}: its identity is damaged; move the files of {files.name} away') from None
+        differ = [f'--{k} {getattr(a, k)} (given now: {getattr(self.args, k)})' for k in CERTIFICATION_ARGS
+                  if getattr(a, k) != getattr(self.args, k)]
+        if differ:
+            self.job.print(f'==> finishing {files.json}, interrupted by the stop, with the arguments it was begun with '
+                           f'({", ".join(differ)}); the flags given now apply to the certifications to come',
+                           flush=True)
+        return a
 
     def epoch(self, runner, epoch, pending_only, run_id):
         """The certification of a training epoch (hard mode), into the files EPOCH of --matdir; pending_only as

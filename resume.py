@@ -25,9 +25,10 @@ from data import NUM_CLASSES
 from model import build_model
 from plumbing.devices import device_record
 from plumbing.errors import UsageError, first_line
-from plumbing.files import atomic_write_text, remove_stale_temporaries
+from plumbing.files import atomic_write_text, check_regular, remove_stale_temporaries
 from plumbing.locks import FolderLock
-from plumbing.records import LATEST, LOCK_NAME, LOG_NAME, differences, jsonable, run_checkpoints, run_identity
+from plumbing.records import (LATEST, LOCK_NAME, LOG_NAME, checkpoint_values, differences, jsonable, run_checkpoints,
+                              run_identity)
 from plumbing.rng import rng_state, set_rng_state
 
 # the arguments that make a run what it is: resuming with any of them changed would silently
@@ -103,7 +104,35 @@ class RunFolder:
             if held.epoch > ckpt.epoch:
                 raise UsageError(f'--ckptdir {ckptdir} holds this run at epoch {held.epoch}, later than the checkpoint '
                                  f'resumed (epoch {ckpt.epoch}); resume from {there}, or choose another --ckptdir')
+            self.check_every_checkpoint(held, ckpt)
         remove_stale_temporaries(ckptdir, self.owns)
+
+    def check_every_checkpoint(self, held, ckpt):
+        """Every checkpoint of the folder must be of the run that resumes there, at an epoch it has reached:
+        a copied-in latest.pth of another run would otherwise have this run overwrite that run's EPOCH.pth.
+        Read without building the tensors (`plumbing.records.checkpoint_values`), so a folder of a hundred
+        checkpoints is checked in a moment."""
+        mine = run_id_of(ckpt)
+        for name in run_checkpoints(os.listdir(self.path)):
+            path = os.path.join(self.path, name)
+            if os.path.samefile(path, held.path):
+                continue
+            try:
+                check_regular(path, 'move it away or choose another --ckptdir', 'a checkpoint')
+                values = checkpoint_values(path)
+            except ValueError as e:
+                raise UsageError(f'--ckptdir {self.path} holds {name}, which cannot be read as a checkpoint ({e}); '
+                                 f'move it away or choose another --ckptdir') from None
+            theirs = run_identity(values.get('run_id'), values.get('history')) if isinstance(values, dict) else None
+            if theirs != mine:
+                raise UsageError(f'--ckptdir {self.path} holds {name}, a checkpoint of another run than {ckpt.path} '
+                                 f'(the folder mixes two runs); continuing there could overwrite it: move it away or '
+                                 f'choose another --ckptdir')
+            epoch = values.get('epoch')
+            if isinstance(epoch, int) and epoch > ckpt.epoch:
+                raise UsageError(f'--ckptdir {self.path} holds {name}, this run at epoch {epoch}, later than the '
+                                 f'checkpoint resumed (epoch {ckpt.epoch}); resume from the latest, or choose another '
+                                 f'--ckptdir')
 
     def save(self, args, run, epoch, numbered, job, record, device):
         """latest.pth (and EPOCH.pth when `numbered`) and log.jsonl, on rank 0, with every rank's RNG state and
@@ -259,7 +288,7 @@ def start_run(args, ckpt, device, job):
     if ckpt is None:
         torch.manual_seed(args.seed)
         random.seed(args.seed)
-        np.random.seed(args.seed)
+        np.random.seed(args.seed & 0xFFFFFFFF)  # NumPy's legacy seed has 32 bits (the same for seeds below 2^32)
         model = build_model(args.arch, num_classes, args.input_layer, stats)
         if job.world > 1:
             torch.manual_seed(args.seed + 1000003 * job.rank)  # each rank its own noise
@@ -282,8 +311,12 @@ def start_run(args, ckpt, device, job):
 def diverged_advice(args):
     """What to do when training diverged: which checkpoint is kept, and which flags to lower."""
     latest = os.path.join(args.ckptdir, LATEST) if args.ckptdir else None
-    fix = f'lower --lr (now {args.lr})' + (f' or --lbd (now {args.lbd})' if args.method in ('macer', 'stability',
-                                                                                          'consistency') else '')
+    # the flags of the method that scale its loss or its attack: the ones to lower besides the learning rate
+    scaling = {'macer': ('lbd',), 'stability': ('lbd',), 'consistency': ('lbd', 'eta'),
+               'smoothadv': ('epsilon',), 'smoothmix': ('step_size', 'eta')}.get(args.method, ())
+    if args.method == 'consistency' and args.adv_training:
+        scaling += ('epsilon',)
+    fix = 'lower ' + ' or '.join([f'--lr (now {args.lr})'] + [f'--{f} (now {getattr(args, f)})' for f in scaling])
     if latest and os.path.exists(latest):
         # a run resumes only with its own arguments: other ones make a new run, in a folder of its own
         return (f'{latest}, the last good checkpoint, is kept: {fix} and start a new run in another --ckptdir '

@@ -14,6 +14,7 @@ device, which the checkpoint restores; the shuffle and the augmentation from (--
 alone when loader workers read the data (`data.training_loader`), else from the main process's CPU
 generator, restored too.
 """
+import math
 import re
 import sys
 import time
@@ -27,10 +28,11 @@ from tqdm import tqdm
 import checkpoint
 from baselines import consistency_loss, gaussian_loss, smoothadv_attack, smoothmix_attack, smoothmix_loss, \
     soft_pgd, stability_loss
-from data import get_dataset, training_loader
+from data import INPUT_SHAPE, get_dataset, training_loader
 from macer import hinge_kept, macer_loss
 from plumbing.devices import Runner
-from plumbing.errors import UsageError
+from rs.core import device_memory, out_of_memory
+from plumbing.errors import UsageError, first_line
 from resume import RunFolder, check_resumable, device_note, diverged_advice, start_run
 
 METHODS = ('macer', 'gaussian', 'smoothadv', 'stability', 'consistency', 'smoothmix')
@@ -40,6 +42,10 @@ M_COPIES = ('smoothadv', 'consistency', 'smoothmix')
 
 class Diverged(UsageError):
     """The loss became NaN or infinite."""
+
+
+class StepTooLarge(UsageError):
+    """A training step does not fit in the device's memory."""
 
 
 def lambda_at(epoch, lbd, lbd_after):
@@ -87,7 +93,9 @@ class StepArgs:
     def of_epoch(cls, args, epoch):
         k = {'stability': 1}.get(args.method, args.num_noise_vec if args.method in M_COPIES else args.gauss_num)
         w = warmup_at(epoch, args.warmup) if args.method == 'smoothmix' else 1.0
-        return cls(args.method, args.sigma, k, lambda_at(epoch, args.lbd, args.lbd_after), args.gamma, args.beta,
+        # --lbd_after is MACER's ("dynamic" lambda); every other method weighs its term by --lbd throughout
+        lbd = lambda_at(epoch, args.lbd, args.lbd_after) if args.method == 'macer' else args.lbd
+        return cls(args.method, args.sigma, k, lbd, args.gamma, args.beta,
                    epsilon_at(epoch, args.epsilon, args.warmup), args.num_steps, eta=args.eta * w,
                    adv=args.method == 'consistency' and args.adv_training, step_size=args.step_size,
                    mix_step=args.mix_step, maxnorm=args.maxnorm, warmup_factor=w)
@@ -196,8 +204,15 @@ def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, de
     for i, (x, y) in enumerate(bar, start=1):
         # non_blocking with pinned memory lets the copy overlap the previous step's compute
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, classification, robustness, logits, random_directions = training_step(model, x, y, step)
-        grad_norm = optimizer_step(optimizer, scaler, loss)
+        try:
+            loss, classification, robustness, logits, random_directions = training_step(model, x, y, step)
+            grad_norm = optimizer_step(optimizer, scaler, loss)
+        except (RuntimeError, MemoryError) as e:
+            if not out_of_memory(e):
+                raise
+            raise StepTooLarge(f'a training step of {x.shape[0]} images x {step.k} noisy copies does not fit in the '
+                               f'memory of {device} ({first_line(e, 160)}); lower --batch_size or '
+                               f'{copies_flag(step.method)} (the last checkpoint is kept)') from None
         n = x.shape[0]
         images += n
         copies += logits.shape[0] * logits.shape[1]
@@ -230,6 +245,26 @@ def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, de
     return figures
 
 
+def copies_flag(method):
+    """The flag that sets how many noisy copies of each image a step of `method` trains on."""
+    return '--num_noise_vec' if method in M_COPIES else '--gauss_num'
+
+
+def check_step_fits(args, device, job):
+    """Refuse, before anything is read or written, a step whose noisy copies alone exceed the device's memory
+    (--batch_size / W images x k or m copies): it could never run, and the allocator's error says nothing of
+    which flag to lower."""
+    k = StepArgs.of_epoch(args, 1).k
+    copies = args.batch_size // job.world * k
+    need = copies * math.prod(INPUT_SHAPE[args.dataset]) * 4
+    memory = device_memory(device)
+    if memory is not None and need > memory:
+        raise UsageError(f'a training step holds {args.batch_size // job.world} images x {k} noisy copies '
+                         f'({copies} {"x".join(map(str, INPUT_SHAPE[args.dataset]))} images, {need / 2 ** 30:.1f} GiB '
+                         f'before any activation), more than the {memory / 2 ** 30:.1f} GiB of {device}; lower '
+                         f'--batch_size or {copies_flag(args.method)}')
+
+
 def weight_norm(model):
     """The L2 norm of all trainable weights: its growth is how MACER's collapse at large lambda starts."""
     with torch.no_grad():
@@ -255,6 +290,7 @@ def run_training(args, device, job, record, certifier):
     if args.batch_size % job.world:
         raise UsageError(f'--batch_size {args.batch_size} is the global batch: it must divide evenly over the '
                          f'{job.world} processes of the job')
+    check_step_fits(args, device, job)
     folder = RunFolder(args.ckptdir) if args.ckptdir else None
     lock = folder.lock() if folder else None
     if lock is not None:

@@ -18,6 +18,11 @@ class DiskFull(UsageError):
     """A write failed for want of space (or quota); the message says what was kept."""
 
 
+class BadArgument(UsageError, ValueError):
+    """A value passed to the Python API that it cannot use (a sigma of 0, a batch of 0, an alpha of 2): a
+    UsageError as the README promises, and a ValueError, as Python's own checks raise."""
+
+
 def first_line(e, limit=200):
     """The first line of an exception's message (or its type's name): for one-line errors."""
     lines = str(e).strip().splitlines()
@@ -28,15 +33,19 @@ def first_line(e, limit=200):
 def is_disk_full(e, folder):
     """Whether exception `e`, raised while writing into `folder`, means that the disk (or quota) is full.
 
-    Python's own writes say so with ENOSPC or EDQUOT; torch.save's C++ writer raises a RuntimeError
-    without an errno ("unexpected pos ..."), so for other errors the folder's free space decides.
+    Python's own writes say so with ENOSPC or EDQUOT, and an OSError with any other errno (EACCES, EROFS,
+    ...) is that error, never a full disk. torch.save's C++ writer raises a RuntimeError (or an OSError)
+    without an errno ("unexpected pos ..."): for those alone the folder's free space decides, in a folder
+    this process may write to on a file system mounted read-write (a read-only one reports 0 bytes free).
     """
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
     if isinstance(e, (OSError, RuntimeError)):
         try:
             st = os.statvfs(folder)
         except OSError:
+            return False
+        if st.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
             return False
         return st.f_bavail * st.f_frsize < 1 << 20
     return False

@@ -1,8 +1,10 @@
 """Files written whole: atomic writes (the old file or the new one, never a part), the clean-up of what a
 killed write left, and the checks of a folder before anything is written there.
 """
+import errno
 import os
 import re
+import stat
 import tempfile
 
 from plumbing.errors import DiskFull, UsageError, first_line, is_disk_full
@@ -113,6 +115,33 @@ def fsync_dir(folder):
         os.close(fd)
 
 
+def file_kind(mode):
+    """What a stat mode names, in words: 'a folder', 'a FIFO', 'a device', 'a socket', 'a file'."""
+    if stat.S_ISDIR(mode):
+        return 'a folder'
+    if stat.S_ISFIFO(mode):
+        return 'a FIFO'
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return 'a device'
+    if stat.S_ISSOCK(mode):
+        return 'a socket'
+    return 'a file' if stat.S_ISREG(mode) else 'not a regular file'
+
+
+def check_regular(path, fix, noun='a file'):
+    """Refuse, with a UsageError ending in `fix`, a path that is not a regular file (or a link to one) before it
+    is read: a FIFO would block the read for ever, a device never end it. `noun`: what it should be."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f'{path} does not exist; {fix}') from None
+    except OSError as e:
+        what = 'is a loop of symbolic links' if e.errno == errno.ELOOP else f'cannot be read ({e.strerror})'
+        raise UsageError(f'{path} {what}; {fix}') from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f'{path} is {file_kind(st.st_mode)}, not {noun}; {fix}')
+
+
 def writable_dir(path, flag):
     """Create `path` if needed and check that files can be written there; a UsageError if not."""
     if os.path.exists(path) and not os.path.isdir(path):
@@ -127,7 +156,25 @@ def writable_dir(path, flag):
     return path
 
 
-# the output sets `write_together` completed in this process, oldest first: what `run_command` reports as
+def sha256_of(path):
+    """The SHA-256 of a file's bytes (hex)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def same_file(a, b):
+    """Whether paths `a` and `b` name one file: the same path once links are resolved, or the same inode (a
+    hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def temporary(path):

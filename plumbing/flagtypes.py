@@ -47,13 +47,26 @@ def alpha_type(text):
         raise argparse.ArgumentTypeError(str(e).replace('alpha must', 'must', 1)) from None
 
 
+# the largest L2 distance, in pixel units of [0, 1] images, that a flag may give: above the diameter of the
+# largest image cube of any data set here (sqrt(3 * 224 * 224) = 388 for ImageNet), so no larger radius, step or
+# noise means anything, and one as large as 1e308 would only overflow into a NaN loss
+MAX_DISTANCE = 1000.0
+distance = number(float, 0.0, MAX_DISTANCE, low_open=True,
+                  what=f'a positive number up to {MAX_DISTANCE:g} (pixel units of [0, 1] images)')
+# a seed: numpy's, torch's and the loader's generators take it (and seed + epoch) without overflow
+MAX_SEED = 2 ** 62
+seed_type = number(int, 0, MAX_SEED, what='an integer from 0 to 2^62')
+
+
 def radius_type(text):
-    """An L2 radius in pixel units of [0, 1] images; `A/B` is accepted, so Salman et al.'s 1/256 units
-    read as they are written there (their `--epsilon 64` is `--epsilon 64/256` = 0.25 here)."""
+    """An L2 radius in pixel units of [0, 1] images, from 0 to MAX_DISTANCE; `A/B` is accepted, so Salman et
+    al.'s 1/256 units read as they are written there (their `--epsilon 64` is `--epsilon 64/256` = 0.25 here)."""
     top, slash, bottom = text.partition('/')
-    if slash:
-        return nonneg_float(top) / positive_float(bottom)
-    return nonneg_float(text)
+    value = nonneg_float(top) / positive_float(bottom) if slash else nonneg_float(text)
+    if value > MAX_DISTANCE:
+        raise argparse.ArgumentTypeError(f'must be a radius from 0 to {MAX_DISTANCE:g} (pixel units of [0, 1] '
+                                         f'images), got {text!r}')
+    return value
 
 
 def file_name(text):

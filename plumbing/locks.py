@@ -7,7 +7,7 @@ import sys
 import time
 
 from plumbing.errors import DiskFull, UsageError, first_line, is_disk_full
-from plumbing.files import umask
+from plumbing.files import file_kind, umask
 
 
 class FolderLock:
@@ -31,15 +31,24 @@ class FolderLock:
         told = False
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+                # never through a link, never blocking on a FIFO: a planted link would make the lock's note
+                # overwrite the file it points to
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666 & ~umask())
             except OSError as e:
                 if e.errno == errno.EISDIR:
                     raise UsageError(f'{self.path} is a folder, not a lock file; move it away') from None
+                if e.errno == errno.ELOOP:
+                    raise UsageError(f'{self.path} is a symbolic link, not a lock file: a lock is never written '
+                                     f'through a link; remove the link (nothing was written)') from None
                 if is_disk_full(e, os.path.dirname(self.path) or '.'):
                     raise DiskFull(f'cannot create the lock file {self.path}: the disk is full ({first_line(e)}); '
                                    f'nothing was written') from None
                 raise UsageError(f'cannot create the lock file {self.path} ({e.strerror}); choose a folder you '
                                  f'can write to') from None
+            kind = file_kind(os.fstat(fd).st_mode)
+            if kind != 'a file':
+                os.close(fd)
+                raise UsageError(f'{self.path} is {kind}, not a lock file; move it away (nothing was written)')
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -76,11 +85,14 @@ class FolderLock:
 
     def _holder(self):
         try:
-            with open(self.path) as f:
-                h = json.loads(f.read())
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                h = json.loads(os.read(fd, 1 << 16).decode())
+            finally:
+                os.close(fd)
             return (f'process {h["pid"]} on host {h["host"]} (started {h["started"]}: '
                     f'{h["command"][:120]})')
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
             return 'another process (it has not yet written its PID)'
 
     def release(self):

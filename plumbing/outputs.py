@@ -6,7 +6,8 @@ import shutil
 import sys
 
 from plumbing.errors import DiskFull, UsageError, first_line, is_disk_full
-from plumbing.files import fsync_dir, remove_stale_temporaries, temporary
+from plumbing.files import atomic_write_text, file_kind, fsync_dir, remove_stale_temporaries, same_file, sha256_of, \
+    temporary
 from plumbing.locks import FolderLock
 
 # the output sets `write_together` completed in this process, oldest first: what `run_command` reports as
@@ -63,6 +64,40 @@ def output_folder(prefix, flag='--out'):
 OUTPUT_LOCK_WAIT = 60.0
 
 
+# the record, beside a set's files, of what this tool wrote there: `.PREFIX.macer-outputs`, {"files": {name:
+# SHA-256}}. A file at an output path may be replaced only when it is listed there with its digest (an earlier
+# output of this tool, unchanged since), or with --overwrite; an input of the command never.
+MANIFEST_SUFFIX = '.macer-outputs'
+
+
+def manifest_path(first):
+    """The record of the outputs written beside output file `first` (PREFIX.EXT): `.PREFIX.macer-outputs`."""
+    folder, base = os.path.split(first)
+    return os.path.join(folder, '.' + os.path.splitext(base)[0] + MANIFEST_SUFFIX)
+
+
+def _read_manifest(path):
+    import json
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return {}
+    try:
+        if file_kind(os.fstat(fd).st_mode) != 'a file':
+            return {}
+        with os.fdopen(fd, 'rb') as f:
+            fd = None
+            record = json.loads(f.read(1 << 22).decode())
+    except (OSError, ValueError):
+        return {}
+    finally:
+        if fd is not None:
+            os.close(fd)
+    files = record.get('files') if isinstance(record, dict) else None
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(files, dict) else {}
+
+
 class OutputSet:
     """Several output files written as one set: afterwards all are new, or all are as they were.
 
@@ -75,11 +110,18 @@ class OutputSet:
     second command writing the same set waits up to `OUTPUT_LOCK_WAIT` seconds and then writes its own
     whole set, so the two never mix. A SIGKILL between two renames (microseconds) is the one case that
     can leave a mix; the temporaries it leaves (`.NAME.macer-tmp-*.tmp`) are removed by the next write.
+
+    No output is ever one of `inputs` (the files the command read), and an existing file is replaced only
+    when it is an earlier output of this tool, unchanged since (listed, with its SHA-256, in the set's
+    record `.PREFIX.macer-outputs`), or with `overwrite` (a flag the user gives): a log, a `.mat` or any
+    other file that belongs to no output set stays as it is, and the error names it.
     """
 
-    def __init__(self, outputs, what):
+    def __init__(self, outputs, what, inputs=(), overwrite=False):
         self.outputs = [(os.path.abspath(p), w) for p, w in outputs]
         self.what = what
+        self.inputs = [os.path.abspath(p) for p in inputs]
+        self.overwrite = overwrite
 
     def write(self):
         if not self.outputs:
@@ -98,8 +140,36 @@ class OutputSet:
             lock.release()
         _WRITTEN.append(self.what)
 
+    def _check_replaceable(self, manifest):
+        """Refuse, before anything is written, an output that is an input or a file this tool did not write."""
+        for path, _ in self.outputs:
+            for given in self.inputs:
+                if same_file(path, given):
+                    raise UsageError(f'cannot write {self.what}: {path} is one of the files this command reads '
+                                     f'({given}); an output never replaces an input: choose another --out (no '
+                                     f'output was changed)')
+        if self.overwrite:
+            return
+        for path, _ in self.outputs:
+            if not os.path.lexists(path):
+                continue
+            why = None
+            if os.path.islink(path) or not os.path.isfile(path):
+                why = 'it is not a plain file'
+            elif sha256_of(path) not in (manifest.get(os.path.basename(path)),
+                                         manifest.get(os.path.basename(path) + ' (previous)')):
+                why = ('this tool did not write it' if os.path.basename(path) not in manifest else
+                       'it was changed after this tool wrote it')
+            if why:
+                raise UsageError(f'cannot write {self.what}: {path} exists and {why}, so it is no earlier output of '
+                                 f'this command; choose another --out, or pass --overwrite to replace it (no output '
+                                 f'was changed)')
+
     def _write_locked(self):
-        names = {os.path.basename(p) for p, _ in self.outputs}
+        record = manifest_path(self.outputs[0][0])
+        manifest = _read_manifest(record)
+        self._check_replaceable(manifest)
+        names = {os.path.basename(p) for p, _ in self.outputs} | {os.path.basename(record)}
         folders = sorted({os.path.dirname(p) for p, _ in self.outputs})
         for folder in folders:  # under the set's lock, these names' temporaries are left by a killed write
             remove_stale_temporaries(folder, names.__contains__)
@@ -114,9 +184,36 @@ class OutputSet:
             for tmp in temporaries:
                 _remove(tmp)
             raise self._error(e, 'no output was changed, every file of the set is as it was before') from None
-        self._swap([(path, tmp) for (path, _), tmp in zip(self.outputs, temporaries)])
+        new = {os.path.basename(path): sha256_of(tmp) for (path, _), tmp in zip(self.outputs, temporaries)}
+        # the record lists the old and the new digests while the files are renamed (a kill in between leaves
+        # files it still knows), then the new ones only
+        aside = None
+        try:
+            aside = _keep_aside(record) if os.path.isfile(record) and not os.path.islink(record) else None
+            atomic_write_text(record, _manifest_text(manifest, new, keep_old=True))
+        except BaseException as e:
+            for tmp in temporaries:
+                _remove(tmp)
+            if aside is not None:
+                _remove(aside)
+            raise self._error(e, 'no output was changed, every file of the set is as it was before') from None
+        try:
+            self._swap([(path, tmp) for (path, _), tmp in zip(self.outputs, temporaries)])
+        except BaseException:
+            # every file of the set as it was, its record too (the very file, put back)
+            try:
+                os.replace(aside, record) if aside is not None else _remove(record)
+            except OSError:
+                pass
+            raise
+        if aside is not None:
+            _remove(aside)
         for folder in folders:
             fsync_dir(folder)
+        try:
+            atomic_write_text(record, _manifest_text(manifest, new, keep_old=False))
+        except UsageError:
+            pass  # the files are new and complete; the record still lists them (with their earlier versions)
 
     def _swap(self, pairs):
         """Rename every temporary over its file; on a failure, put every file back as it was."""
@@ -164,6 +261,19 @@ class OutputSet:
 
 
 
+def _manifest_text(manifest, new, keep_old):
+    import json
+    files = dict(manifest)
+    for name, digest in new.items():
+        old = files.get(name)
+        files[name] = digest
+        if keep_old and old is not None and old != digest:
+            files[name + ' (previous)'] = old
+    if not keep_old:
+        files = {k: v for k, v in files.items() if not k.endswith(' (previous)')}
+    return json.dumps({'files': files}, indent=1, sort_keys=True) + '\n'
+
+
 def _keep_aside(path):
     """A second name for `path`'s current content (a hard link, or a copy where links are not supported)."""
     aside = temporary(path)
@@ -182,9 +292,10 @@ def _remove(path):
         pass
 
 
-def write_together(outputs, what):
-    """Write [(path, write(tmp_path))] as one set (`OutputSet`): all new, or all as before."""
-    OutputSet(outputs, what).write()
+def write_together(outputs, what, inputs=(), overwrite=False):
+    """Write [(path, write(tmp_path))] as one set (`OutputSet`): all new, or all as before; never over one of
+    `inputs`, and over an existing file only where it is an earlier output of this tool (or `overwrite`)."""
+    OutputSet(outputs, what, inputs, overwrite).write()
 
 
 def text_writer(text):

@@ -7,6 +7,7 @@ mode, beta)`, `certify`, `predict`, `ABSTAIN`); the statistics are the pure func
 the tallies reach the host once per call.
 """
 import dataclasses
+import math
 import os
 from collections import namedtuple
 from typing import Optional, Tuple, Union
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from plumbing.errors import BadArgument
 from rs.stats import ABSTAIN, Evidence, bernstein_lower_bound, binomial_pvalue, certificates, check_alpha, \
     early_test_abstains, modes_of
 
@@ -58,7 +60,7 @@ def _size(n_bytes: float) -> str:
     raise AssertionError
 
 
-def _out_of_memory(e: BaseException) -> bool:
+def out_of_memory(e: BaseException) -> bool:
     """Whether `e` is an allocation failure (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError)."""
     return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)
 
@@ -77,6 +79,33 @@ def image_generator(seed: int, index: int, device: DeviceLike, stream: int = 0) 
     return generator
 
 
+def _count(name: str, value, least: int = 1) -> int:
+    """An API argument that counts something: an int (or an integral numpy integer) >= `least`, else BadArgument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise BadArgument(f'Smooth: {name} must be an integer >= {least}, not {value!r}')
+    return int(value)
+
+
+def _positive(name: str, value) -> float:
+    """A positive finite number (sigma, beta), else BadArgument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise BadArgument(f'Smooth: {name} must be a positive number, not {value!r}')
+    try:
+        value = float(value)
+    except OverflowError:
+        raise BadArgument(f'Smooth: {name} must be a positive finite number, not an integer that large') from None
+    if not (math.isfinite(value) and value > 0):
+        raise BadArgument(f'Smooth: {name} must be a positive finite number, not {value!r}')
+    return value
+
+
+def _alpha(alpha) -> float:
+    try:
+        return check_alpha(alpha)
+    except ValueError as e:
+        raise BadArgument(f'Smooth: {e}') from None
+
+
 class Smooth:
     """A smoothed classifier around `base_classifier`, which maps [B, C, H, W] in [0, 1] to logits [B, num_classes].
 
@@ -89,9 +118,19 @@ class Smooth:
 
     def __init__(self, base_classifier: nn.Module, num_classes: int, sigma: float,
                  device: DeviceLike, mode: str = 'hard', beta: float = 1.0):
-        self.modes = modes_of(mode)
-        if not sigma > 0:
-            raise ValueError(f'sigma must be positive, got {sigma}')
+        if not callable(base_classifier):
+            raise BadArgument(f'Smooth: base_classifier must be a network (an nn.Module), not {type(base_classifier).__name__}')
+        try:
+            self.modes = modes_of(mode)
+        except ValueError as e:
+            raise BadArgument(f'Smooth: {e}') from None
+        num_classes = _count('num_classes', num_classes, least=2)
+        sigma = _positive('sigma', sigma)
+        beta = _positive('beta', beta)
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise BadArgument(f'Smooth: device {device!r} is not a device ({str(e).splitlines()[0][:120]})') from None
         self.base_classifier = base_classifier
         self.num_classes = num_classes
         self.sigma = sigma
@@ -120,7 +159,8 @@ class Smooth:
         every point within the returned L2 radius of x.
 
         Returns (cAHat, radius) in hard or soft mode, (c_hard, r_hard, c_soft, r_soft) in both. alpha
-        must lie in (0, 1/2) (`rs.stats.check_alpha`; a ValueError otherwise).
+        must lie in (0, 1/2) (`rs.stats.check_alpha`); a bad argument raises `plumbing.errors.BadArgument` (a
+        UsageError and a ValueError).
         """
         result: tuple = ()
         for c in certificates(self.evidence(x, n0, n, alpha, batch_size, generator), self.sigma, alpha):
@@ -147,7 +187,9 @@ class Smooth:
 
         Returns a tuple of Evidence, one per mode (hard first).
         """
-        check_alpha(alpha)
+        n0, n, batch_size = _count('n0', n0), _count('n', n), _count('batch_size', batch_size)
+        early_abstain = _count('early_abstain', early_abstain, least=0)
+        _alpha(alpha)
         self.base_classifier.eval()
         selection = self.tally(x, n0, batch_size, generator)
         chosen = {}
@@ -191,6 +233,8 @@ class Smooth:
 
         Returns one class in hard or soft mode, (c_hard, c_soft) in both.
         """
+        n, batch_size = _count('n', n), _count('batch_size', batch_size)
+        _alpha(alpha)
         self.base_classifier.eval()
         tally = self.tally(x, n, batch_size, generator)
         result: tuple = ()
@@ -223,7 +267,7 @@ class Smooth:
         try:
             return self._tally(x, num, size, generator)
         except (RuntimeError, MemoryError) as e:
-            if not _out_of_memory(e):
+            if not out_of_memory(e):
                 raise
             raise BatchTooLarge(f'a batch of {size} noisy copies of a {"x".join(map(str, x.shape))} image does not '
                                 f'fit in the memory of {device} ({str(e).strip().splitlines()[0][:160]})') from None

@@ -8,16 +8,24 @@ bound after looking at results weakens the guarantee (`effective_alpha`); its ou
 `visualize/recompute.py` runs it.
 """
 import datetime
+import errno
+import hashlib
+import io
 import json
 import os
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
+import numpy as np
+
 from plumbing.errors import UsageError
+from plumbing.files import file_kind, umask
+from plumbing.locks import FolderLock
 from plumbing.outputs import output_folder, text_writer, write_together
 from plumbing.records import VERSION
 from rs.checks import RowLimits, read_results
-from rs.results import ImageResult, Row, header_line, mat_writer, read_result_json, strict_json, summary
-from rs.runfiles import ResultFiles, check_digest, images_without_statistics, read_record, run_files_in
+from rs.results import ImageResult, Row, header_line, mat_writer, read_text, strict_json, summary
+from rs.runfiles import (ResultFiles, check_digest, images_without_statistics, read_record, run_files_in, run_indices,
+                         write_record)
 from rs.stats import (BOUNDS, Evidence, NoEstimate, NonFiniteCertificate, certificates, certified_radii, check_alpha,
                       early_test_abstains, modes_of)
 
@@ -30,7 +38,8 @@ def check_output_prefix(prefix: str) -> List[str]:
 
     Refused: a prefix without a file name (`''`, `DIR/`) or with a hidden one (hidden names are this
     tool's locks and temporaries), and any whose files would replace a file of a certification run in
-    that folder (`run_files_in`: its own files or another run's), or a JSON that is not a recomputation's."""
+    that folder (`run_files_in`: its own files or another run's). Any other existing file is replaced only
+    when it is an earlier output of this tool, unchanged (`plumbing.outputs.OutputSet`), or with --overwrite."""
     base = os.path.basename(prefix)
     if not base or base.startswith('.'):
         raise UsageError(f'--out {prefix!r} names no file: give a prefix such as MAT/440-alpha0.01 (the files are '
@@ -43,14 +52,6 @@ def check_output_prefix(prefix: str) -> List[str]:
         if name is not None:
             raise UsageError(f'--out {prefix} would replace {path}, a file of the certification run {name} in '
                              f'{folder}; a recomputation never replaces a run\'s files: choose another --out')
-    if os.path.lexists(paths[2]):
-        try:
-            earlier = read_result_json(paths[2], 'choose another --out')
-        except UsageError:
-            earlier = None
-        if not (earlier is not None and 'recomputed' in earlier):
-            raise UsageError(f'--out {prefix} would replace {paths[2]}, which is not the result of a recomputation; '
-                             f'choose another --out')
     return [os.path.join(os.path.dirname(os.path.abspath(prefix)), base + suffix) for suffix in RECOMPUTED]
 
 
@@ -58,37 +59,51 @@ class RecomputationLog:
     """NAME.recomputations.jsonl: one JSON object per recomputation made from a run's statistics.
 
     Choosing alpha or the bound after looking at results weakens the guarantee, so every recomputation
-    is recorded, and each lists the ones before it. Used as a context manager: an exclusive lock on the
-    file (flock, waited for), so recomputations of one run are made one after the other and each sees
-    every earlier one."""
+    is recorded, and each lists the ones before it. The history is protected as the run's other files
+    are: the run's JSON records how many recomputations it holds and its SHA-256 (`recomputations`), so a
+    line deleted, edited or added is refused, never forgotten. Used as a context manager: the run's lock
+    (`.NAME.lock`, waited for), so recomputations of one run, and a certification rerun into its files, are
+    made one after the other and each sees every earlier one. The file is opened without following a link."""
 
     def __init__(self, files: ResultFiles):
+        self.files = files
         self.path = files.recomputations
         self.file: Optional[TextIO] = None
+        self.lock = FolderLock(files.lock, f'{files.stem}.* (the results named {files.name})',
+                               'wait for it to end')
 
     def __enter__(self) -> 'RecomputationLog':
-        import fcntl
+        self.lock.acquire(wait=60.0)
         try:
-            self.file = open(self.path, 'a+', encoding='utf-8')
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         0o666 & ~umask())
         except OSError as e:
-            if self.file is not None:
-                self.file.close()
-            raise UsageError(f'cannot record the recomputation in {self.path} ({e.strerror}): every recomputation of '
+            self.lock.release()
+            what = 'it is a symbolic link' if e.errno == errno.ELOOP else e.strerror
+            raise UsageError(f'cannot record the recomputation in {self.path} ({what}): every recomputation of '
                              f'a run is recorded beside it; copy the run (its JSON, logs and statistics) to a folder '
                              f'you can write to') from None
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind != 'a file':
+            os.close(fd)
+            self.lock.release()
+            raise UsageError(f'{self.path} is {kind}, not the record of the run\'s recomputations; move it away')
+        self.file = os.fdopen(fd, 'a+', encoding='utf-8')
         return self
 
     def __exit__(self, *exc) -> None:
         if self.file is not None:
-            self.file.close()  # and with it the lock
+            self.file.close()
             self.file = None
+        self.lock.release()
 
-    def entries(self) -> List[dict]:
+    def entries(self, record: dict) -> List[dict]:
+        """The recomputations recorded, checked against what the run's JSON `record` says the history holds."""
         assert self.file is not None
         self.file.seek(0)
+        text = self.file.read()
         out = []
-        for number, line in enumerate(self.file.read().split('\n'), start=1):
+        for number, line in enumerate(text.split('\n'), start=1):
             if not line.strip():
                 continue
             try:
@@ -99,13 +114,29 @@ class RecomputationLog:
                 raise UsageError(f'{self.path}, line {number}, is not a record of a recomputation; the file was '
                                  f'edited: restore it (the record of what was looked at cannot be dropped)')
             out.append(entry)
+        anchor = record.get('recomputations')
+        if isinstance(anchor, dict):
+            digest = hashlib.sha256(text.encode('utf-8')).hexdigest()
+            if anchor.get('count') != len(out) or anchor.get('sha256') != digest:
+                raise UsageError(f'{self.path} holds {len(out)} recomputations, but {self.files.json} records '
+                                 f'{anchor.get("count")} (and another digest): the history was edited or cut; '
+                                 f'restore it (the record of what was looked at cannot be dropped)')
+        elif out and not isinstance(record.get('recomputations'), type(None)):
+            raise UsageError(f'{self.files.json}: its record of the recomputations is damaged; restore it')
         return out
 
-    def append(self, entry: dict) -> None:
+    def append(self, entry: dict, record: dict) -> None:
+        """Add `entry`, then record the history's new count and digest in the run's JSON."""
         assert self.file is not None
         self.file.write(strict_json(entry, self.path) + '\n')
         self.file.flush()
         os.fsync(self.file.fileno())
+        self.file.seek(0)
+        text = self.file.read()
+        count = sum(1 for line in text.split('\n') if line.strip())
+        anchored = dict(record, recomputations={'count': count,
+                                                'sha256': hashlib.sha256(text.encode('utf-8')).hexdigest()})
+        write_record(self.files, anchored)
 
 
 def effective_alpha(looks: Sequence[Tuple[str, str, float]]) -> float:
@@ -120,13 +151,8 @@ def effective_alpha(looks: Sequence[Tuple[str, str, float]]) -> float:
     return float(sum(largest.values()))
 
 
-def _run_indices(identity: dict) -> range:
-    start, num, skip = int(identity['start_img']), int(identity['num_img']), int(identity['skip'])
-    return range(start, start + num * skip, skip)
-
-
 def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[str] = None,
-              mode: Optional[str] = None, out: Optional[str] = None) -> dict:
+              mode: Optional[str] = None, out: Optional[str] = None, overwrite: bool = False) -> dict:
     """A run's certificates recomputed from its statistics log at another `alpha` or with another `bound`.
 
     `record_path`: the run's NAME.json (its identity gives sigma, alpha, N0, N, M and the modes; the
@@ -143,7 +169,8 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
     line; `check_digest`: the digest a finished run records). Every recomputation is recorded in
     NAME.recomputations.jsonl (`RecomputationLog`) and lists the earlier ones. With `out`, writes
     OUT.tsv, OUT.mat and OUT.json as one set (`plumbing.outputs.write_together`), never over a run's files
-    (`check_output_prefix`). Returns {'rows': [Row], 'radii': MACER encoding, 'summary', 'recomputed':
+    (`check_output_prefix`), over its inputs, or over a file this tool did not write (unless `overwrite`). The
+    output JSON records the SHA-256 of PREFIX.tsv and PREFIX.mat, which readers check. Returns {'rows': [Row], 'radii': MACER encoding, 'summary', 'recomputed':
     what was done, from what, and what was looked at before}.
     """
     folder, base = os.path.split(record_path)
@@ -183,7 +210,7 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
     for path in files.logs.values():
         if not os.path.exists(path):
             raise UsageError(f'{path} does not exist, but the finished run wrote it; restore it, or certify again')
-    indices = _run_indices(identity)
+    indices = run_indices(identity)
     # the run's logs read as a resume reads them: every row and statistics line checked, and the
     # statistics must give the run's own rows at the run's alpha (an edit is refused, never recomputed);
     # then, as there, the digest a finished run recorded, which sees the edits that keep those rules
@@ -211,7 +238,13 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
              'written': written, 'version': VERSION}
     dataset = identity.get('dataset') or 'data set\'s'
     with RecomputationLog(files) as history:
-        earlier = history.entries()
+        # under the run's lock: the record as it is now (a recomputation since may have added to the history),
+        # and the logs still the ones checked above
+        current = read_record(files)
+        if current is None or (digest and not check_digest(files, current)):
+            raise UsageError(f'{record_path} changed while it was recomputed; run the recomputation again')
+        raw = json.loads(read_text(files.json, 'restore it'))
+        earlier = history.entries(raw)
         # the run's own certificates were fixed before anything was looked at: they keep their 1 - alpha
         own = (alpha, bound) == (run_alpha, BOUNDS[mode][0])
         looks = [(mode, bound, alpha)] if own else [(m, BOUNDS[m][0], run_alpha) for m in modes] + \
@@ -239,13 +272,33 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
         result = {'rows': rows, 'radii': radii, 'summary': summary(radii), 'recomputed': recomputed}
         if outputs is not None:
             output_folder(out)
-            content = {'version': VERSION, 'recomputed': recomputed, 'summary': {mode: result['summary']}}
-            write_together([(outputs[0], text_writer(header_line() + ''.join(r.line() for r in rows))),
-                            (outputs[1], mat_writer({mode: radii})),
+            log_text = header_line() + ''.join(r.line() for r in rows)
+            mat_bytes = _mat_bytes(mode, radii)
+            content = {'version': VERSION, 'recomputed': recomputed, 'summary': {mode: result['summary']},
+                       'sha256': {os.path.basename(outputs[0]): hashlib.sha256(log_text.encode()).hexdigest(),
+                                  os.path.basename(outputs[1]): hashlib.sha256(mat_bytes).hexdigest()}}
+            write_together([(outputs[0], text_writer(log_text)), (outputs[1], _bytes_writer(mat_bytes)),
                             (outputs[2], text_writer(strict_json(content, outputs[2], indent=1) + '\n'))],
-                           f'the recomputation {out}.*')
-        history.append(entry)
+                           f'the recomputation {out}.*', inputs=[files.json, *files.logs.values(), files.stats,
+                                                                 files.recomputations], overwrite=overwrite)
+        history.append(entry, raw)
     return result
+
+
+def _mat_bytes(mode: str, radii) -> bytes:
+    """The recomputation's .mat (`rs.results.mat_writer`) as bytes, so that its JSON can record their digest."""
+    import scipy.io as sio
+    mat_writer({mode: radii})  # the checks of every .mat this tool writes: no NaN, no infinity
+    buffer = io.BytesIO()
+    sio.savemat(buffer, {mode: np.asarray(radii, dtype=np.float64)})
+    return buffer.getvalue()
+
+
+def _bytes_writer(data: bytes):
+    def write(tmp: str) -> None:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+    return write
 
 
 def _recomputed_rows(done: Dict[int, ImageResult], evidence: Dict[int, Tuple[Evidence, ...]], column: int,

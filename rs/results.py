@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from plumbing.errors import UsageError, first_line
-from plumbing.files import atomic_write
+from plumbing.files import atomic_write, check_regular
 from rs.stats import GRID, MODES, Evidence, NonFiniteCertificate, acr, certified_accuracy, certified_radii
 
 
@@ -76,9 +76,8 @@ def header_line() -> str:
 
 
 def read_text(path: str, fix: str) -> str:
-    """A log's text; a UsageError naming the problem (a folder, unreadable, not UTF-8) and `fix`."""
-    if os.path.isdir(path):
-        raise UsageError(f'{path} is a folder, not a log; {fix}')
+    """A log's text; a UsageError naming the problem (a folder, a FIFO, unreadable, not UTF-8) and `fix`."""
+    check_regular(path, fix, 'a result file' if str(path).endswith('.json') else 'a log')
     try:
         with open(path, encoding='utf-8') as f:
             return f.read()
@@ -142,17 +141,34 @@ def read_tsv(path: str) -> Dict[str, np.ndarray]:
         col, values = header.index(name), []
         for number, row in body:
             try:
-                values.append(kind(row[col].strip()))
-            except (ValueError, IndexError):
+                value = kind(row[col].strip())
+            except (ValueError, IndexError, OverflowError):
                 raise UsageError(f'{path}, line {number}: column {name} does not hold a value of its kind; is it '
                                  f'a certification log?') from None
+            if kind is int and not _INT_LEAST[name] <= value < 1 << 62:
+                raise UsageError(f'{path}, line {number}: {name} {value} is not ' +
+                                 ('an image index' if name == 'idx' else 'a class' if name == 'label' else
+                                  'a class or -1' if name == 'predict' else '0 or 1') + '; the log is damaged')
+            values.append(value)
         out[name] = np.array(values, dtype=np.int64 if kind is int else np.float64)
-    for number, (r, c) in zip((n for n, _ in body), zip(out['radius'], out['correct'])):
+    for k, (number, _) in enumerate(body):
+        r, c = out['radius'][k], out['correct'][k]
         if not (math.isfinite(r) and r >= 0):
             raise UsageError(f'{path}, line {number}: radius {r} is not a finite number >= 0; the log is damaged')
         if c not in (0, 1):
             raise UsageError(f'{path}, line {number}: correct is {c}, not 0 or 1; the log is damaged')
+        if 'predict' in out and out['predict'][k] == -1 and c:
+            raise UsageError(f'{path}, line {number}: an abstention (predict -1) is marked correct; the log is '
+                             f'damaged')
+        if 'predict' in out and 'label' in out and c != int(out['predict'][k] == out['label'][k]):
+            raise UsageError(f'{path}, line {number}: correct is {c} for prediction {out["predict"][k]} and label '
+                             f'{out["label"][k]}; the log is damaged')
     return out
+
+
+# the least value of each integer column of a log (an image index and a label are >= 0, a prediction is a class
+# or -1); every one is below 2^62, far beyond any data set, so int64 arithmetic on them never overflows
+_INT_LEAST = {'idx': 0, 'label': 0, 'predict': -1, 'correct': 0}
 
 
 def tsv_radii(path: str) -> np.ndarray:
@@ -207,6 +223,7 @@ def read_mat(path: str) -> Dict[str, np.ndarray]:
     refused with one line, never turned into a table.
     """
     import scipy.io as sio
+    check_regular(path, 'give a .mat file')
     if os.path.getsize(path) == 0:
         raise UsageError(f'{path} is empty (0 bytes), not a .mat file')
     try:

@@ -138,6 +138,12 @@ def run_files_in(folder: str) -> Dict[str, str]:
     return owned
 
 
+def run_indices(identity: dict) -> range:
+    """The test images of the run with this identity: start_img, start_img + skip, ..., num_img of them."""
+    start, num, skip = int(identity['start_img']), int(identity['num_img']), int(identity['skip'])
+    return range(start, start + num * skip, skip)
+
+
 # --- the record: the run's JSON ----------------------------------------------------------------------
 
 def read_record(files: ResultFiles) -> Optional[dict]:
@@ -306,6 +312,15 @@ def finish_run(files: ResultFiles, identity: dict, record: dict, indices: Sequen
 
 
 def _write_json(files, identity, record, status, radii_by_mode=None, seconds=None, samples=None):
+    # the record of the recomputations made from the run's statistics stays with it (`rs.recompute`): a rerun
+    # of the finished run's command rewrites the JSON, never that record
+    try:
+        earlier = read_record(files) if os.path.lexists(files.json) else None
+    except UsageError:
+        earlier = None
+    anchor = (earlier or {}).get('recomputations')
+    if anchor is not None:
+        record = dict(record or {}, recomputations=anchor)
     content = {
         'status': status,
         'version': VERSION,

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,55 @@ def run_main(*args, timeout=600, env=None):
     """main.py as a user runs it: a fresh process; returns the CompletedProcess (text output)."""
     return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def certify_digits(matdir, name, sigma=0.25, start_img=0, num_img=5, skip=10, N=200, N0=50, alpha=0.001,
+                   mode='hard', checkpoint='digits-macer-0.25.pth', extra=()):
+    """A real certification run of a shipped checkpoint on a few `digits` test images, in this process (fast:
+    N samples per image): MATDIR/NAME.{json,mat,MODE.tsv,stats.jsonl}. Returns the JSON's path."""
+    import main
+    assert main.main(['--task', 'test', '--dataset', 'digits', '--sigma', str(sigma), '--start_img', str(start_img),
+                      '--num_img', str(num_img), '--skip', str(skip), '--N0', str(N0), '--N', str(N), '--alpha',
+                      str(alpha), '--certify_batch', '250', '--mode', mode, '--resume_ckpt',
+                      os.path.join(ROOT, 'checkpoints', checkpoint), '--matdir', str(matdir), '--name', str(name),
+                      '--quiet', *map(str, extra)]) == 0
+    return os.path.join(str(matdir), f'{name}.json')
+
+
+_MADE = {}
+
+
+def made(model='macer', sigma=0.25, N=200):
+    """A real certification run (hard mode, 20 digits test images) of the shipped `model` at `sigma` and `N`:
+    (its folder, its ACR); each made once per test session."""
+    import tempfile
+    key = (model, sigma, N)
+    if key not in _MADE:
+        folder = tempfile.mkdtemp(prefix='macer-made-')
+        certify_digits(folder, 'run', sigma=sigma, N=N, num_img=20, skip=10, checkpoint=f'digits-{model}-0.25.pth')
+        _MADE[key] = (folder, json.load(open(os.path.join(folder, 'run.json')))['summary']['hard']['acr'])
+    return _MADE[key]
+
+
+def certification(matdir, name, model='macer', run_id=None, epoch=None, status='complete', **setting):
+    """EPOCH.json with its logs, statistics and .mat, as a certification during training writes them: a real
+    run of `model` (`made`), renamed NAME and recording the training run `run_id` and `epoch` (None: one that
+    records no training run). Returns the run's ACR."""
+    import shutil
+    folder, value = made(model, **setting)
+    for suffix in ('.hard.tsv', '.stats.jsonl', '.mat'):
+        shutil.copy(os.path.join(folder, 'run' + suffix), os.path.join(str(matdir), f'{name}{suffix}'))
+    record = json.load(open(os.path.join(folder, 'run.json')))
+    record['status'] = status
+    record['files'] = {'mat': f'{name}.mat', 'logs': {'hard': f'{name}.hard.tsv'}, 'stats': f'{name}.stats.jsonl',
+                       'recomputations': f'{name}.recomputations.jsonl'}
+    record['sha256'] = {f'{name}{k[len("run"):]}': v for k, v in record['sha256'].items()}
+    record.pop('checkpoint', None)
+    if run_id is not None:
+        record['checkpoint'] = {'epoch': int(name) if epoch is None else epoch, 'run_id': run_id}
+    with open(os.path.join(str(matdir), f'{name}.json'), 'w') as f:
+        json.dump(record, f)
+    return value
 
 
 def snapshot(folder):

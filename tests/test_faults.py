@@ -332,11 +332,14 @@ def test_resumed_training_keeps_a_finished_certification_and_finishes_an_unfinis
     assert 'certified before the stop, kept as it is' in r.stdout
     assert {k: v for k, v in snapshot(tmp_path / 'mat').items() if k.startswith('2.')} == finished
     assert json.loads((tmp_path / 'mat' / '4.json').read_text())['identity']['N'] == 300
-    # an unfinished one must be finished with its own arguments
+    # an unfinished one is finished with its own arguments (issue 26, item 22: docs/RUNS.md says so)
     record = json.loads((tmp_path / 'mat' / '4.json').read_text())
     (tmp_path / 'mat' / '4.json').write_text(json.dumps({**record, 'status': 'running'}))
     r = run_main(*args, '--epochs', '4', '--resume_ckpt', tmp_path / 'ck' / '4.pth')
-    assert r.returncode == 2 and 'holds results made with other arguments (N 300 there, 200 now)' in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert 'with the arguments it was begun with (--N 300 (given now: 200))' in r.stdout
+    record = json.loads((tmp_path / 'mat' / '4.json').read_text())
+    assert record['status'] == 'complete' and record['identity']['N'] == 300 and record['args']['N'] == 300
 
 
 def test_a_fresh_run_that_diverges_says_there_is_no_checkpoint(tmp_path):

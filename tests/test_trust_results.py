@@ -184,7 +184,7 @@ def test_out_never_replaces_the_files_of_a_run_and_names_a_file(run, tmp_path, c
     # a JSON that is not a recomputation's is not replaced either; an earlier recomputation's is
     (tmp_path / 'elsewhere' / 'mine.json').write_text('{"plot": 1}\n')
     refused(recompute_in_process(capsys, run / '30.json', '--out', tmp_path / 'elsewhere' / 'mine'),
-            'not the result of a recomputation')
+            'this tool did not write it')
     for alpha in ('0.01', '0.02'):
         assert recompute_in_process(capsys, run / '30.json', '--alpha', alpha, '--out',
                                     tmp_path / 'elsewhere' / 'r').returncode == 0
@@ -381,6 +381,8 @@ def test_two_recomputations_into_one_out_never_mix(run, tmp_path, monkeypatch):
     replace, calls = os.replace, []
 
     def failing(src, dst):
+        if str(dst).endswith('.macer-outputs'):
+            return replace(src, dst)  # the record of the set's outputs
         calls.append(dst)
         if len(calls) == 2:
             raise OSError(28, 'No space left on device')

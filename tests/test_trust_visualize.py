@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from conftest import ROOT, run_without_torch
+from conftest import ROOT, certification, run_without_torch
 
 sys.path.insert(0, os.path.join(ROOT, 'visualize'))
 import plotcurves  # noqa: E402
@@ -42,54 +42,46 @@ def make_run(folder, run_id, epochs=4, with_checkpoint=True):
     return str(folder / 'log.jsonl')
 
 
-def certification(matdir, name, acr, run_id=None, epoch=None, status='complete', **setting):
-    """EPOCH.json as a certification run writes it; `run_id` None: one that records no training run."""
-    identity = {'sigma': 0.25, 'N': 1000, 'alpha': 0.001, 'start_img': 0, 'num_img': 100, 'skip': 1, **setting}
-    record = {'status': status, 'identity': identity, 'summary': {'hard': {'acr': acr}}}
-    if run_id is not None:
-        record['checkpoint'] = {'epoch': int(name) if epoch is None else epoch, 'run_id': run_id}
-    (matdir / f'{name}.json').write_text(json.dumps(record))
-
-
 def test_trainingcurves_draws_only_the_certifications_of_the_run_whose_log_it_draws(tmp_path, capsys):
     log = make_run(tmp_path / 'ck', 'run-a')
     mat = tmp_path / 'mat'
     mat.mkdir()
-    certification(mat, 2, 0.40, 'run-a')
-    certification(mat, 4, 0.50, 'run-a')
-    certification(mat, 1, 0.90, 'run-b')              # another run certified into the same --matdir
-    certification(mat, 3, 0.95)                       # --task test of some checkpoint: no run recorded
-    certification(mat, 6, 0.70, 'run-a', N=100)       # this run, but another N than its others
-    certification(mat, 8, 0.80, 'run-a', epoch=5)     # this run's epoch 5, named 8
-    certification(mat, 10, 0.99, 'run-a', status='running')
+    two = certification(mat, 2, 'macer', 'run-a')
+    four = certification(mat, 4, 'gaussian', 'run-a')
+    certification(mat, 1, 'smoothadv', 'run-b')         # another run certified into the same --matdir
+    certification(mat, 3, 'smoothadv')                  # --task test of some checkpoint: no run recorded
+    certification(mat, 6, 'smoothadv', 'run-a', N=100)  # this run, but another N than its others
+    certification(mat, 8, 'smoothadv', 'run-a', epoch=5)  # this run's epoch 5, named 8
+    certification(mat, 10, 'smoothadv', 'run-a', status='running')
     acr, notes = trainingcurves.certified_acr(str(mat), log)
-    assert acr == {2: 0.40, 4: 0.50}
+    assert acr == {2: two, 4: four} and two != four
     text = '\n'.join(notes)
     assert '1.json, certifications of other training runs' in text
     assert '3.json, which record no training run' in text
-    assert '6.json, made with N 100, not the N 1000 of the run\'s other certifications' in text
+    assert '6.json, made with N 100, not the N 200 of the run\'s other certifications' in text
     assert '8.json, certifications of the run at another epoch' in text
     assert len(notes) == 4 and all('\n' not in n for n in notes)
 
     # the command prints the notes and draws the run's two points only
+    capsys.readouterr()
     assert trainingcurves.main([log, '--matdirs', str(mat), '--out', str(tmp_path / 'curves')]) == 0
     out = capsys.readouterr().out
-    assert out.count('note: ') == 4 and 'wrote ' in out
+    assert out.count('note: ') == 5 and 'the bars around each certified ACR' in out and 'wrote ' in out
     logs = [trainingcurves.read_log(log)]
     fig = trainingcurves.figure(['a'], logs, [acr])
     panel = next(ax for ax in fig.axes if ax.get_title() == 'certified ACR (hard)')
     assert [list(line.get_xdata()) for line in panel.lines] == [[2, 4]]
-    assert [list(line.get_ydata()) for line in panel.lines] == [[0.40, 0.50]]
+    assert [list(line.get_ydata()) for line in panel.lines] == [[two, four]]
 
 
 def test_a_tie_between_settings_goes_to_the_latest_certification(tmp_path):
     log = make_run(tmp_path / 'ck', 'run-a')
     mat = tmp_path / 'mat'
     mat.mkdir()
-    certification(mat, 2, 0.4, 'run-a', sigma=0.5)
-    certification(mat, 4, 0.5, 'run-a')
+    certification(mat, 2, 'macer', 'run-a', sigma=0.5)
+    four = certification(mat, 4, 'macer', 'run-a')
     acr, notes = trainingcurves.certified_acr(str(mat), log)
-    assert acr == {4: 0.5}
+    assert acr == {4: four}
     assert notes == [f'{mat}: left out 2.json, made with sigma 0.5, not the sigma 0.25 of the run\'s other '
                      f'certifications']
 
@@ -102,16 +94,16 @@ def test_a_run_from_before_run_identities_is_named_as_training_names_it(tmp_path
     assert legacy.startswith('legacy-') and trainingcurves.run_of(log) == (legacy, '')
     mat = tmp_path / 'mat'
     mat.mkdir()
-    certification(mat, 2, 0.4, legacy)
-    certification(mat, 4, 0.5, 'legacy-0123456789abcdef')
-    assert trainingcurves.certified_acr(str(mat), log)[0] == {2: 0.4}
+    two = certification(mat, 2, 'macer', legacy)
+    certification(mat, 4, 'gaussian', 'legacy-0123456789abcdef')
+    assert trainingcurves.certified_acr(str(mat), log)[0] == {2: two}
 
 
 def test_certifications_of_a_log_without_its_checkpoint_are_refused_with_one_line(tmp_path, capsys):
     log = make_run(tmp_path / 'copied', 'run-a', with_checkpoint=False)
     mat = tmp_path / 'mat'
     mat.mkdir()
-    certification(mat, 2, 0.4, 'run-a')
+    certification(mat, 2, 'macer', 'run-a')
     assert trainingcurves.main([log, '--matdirs', str(mat), '--out', str(tmp_path / 'o')]) == 2
     err = capsys.readouterr().err
     assert 'cannot tell which certifications there are of the run of' in err and 'give - for it' in err
@@ -127,8 +119,8 @@ def test_the_run_is_read_from_its_checkpoint_without_torch(tmp_path):
     log = make_run(tmp_path / 'ck', 'run-a')
     mat = tmp_path / 'mat'
     mat.mkdir()
-    certification(mat, 2, 0.4, 'run-a')
-    certification(mat, 4, 0.5, 'run-b')
+    certification(mat, 2, 'macer', 'run-a')
+    certification(mat, 4, 'gaussian', 'run-b')
     r = run_without_torch(os.path.join(ROOT, 'visualize', 'trainingcurves.py'), log, '--matdirs', mat, '--out',
                           tmp_path / 'o')
     assert r.returncode == 0, r.stderr
@@ -153,7 +145,7 @@ def test_a_failing_writer_in_the_middle_leaves_every_earlier_output_as_it_was(tm
     with pytest.raises(UsageError, match=r'cannot write o\.\* \(\[Errno 5\] Input/output error\): no output was '
                                          r'changed, every file of the set is as it was before'):
         write_together([(outs[0], text_writer('new\n')), (outs[1], broken), (outs[2], text_writer('new\n'))], 'o.*')
-    assert files_of(tmp_path) == before and sorted(os.listdir(tmp_path)) == ['o.csv', 'o.md', 'o.tex']
+    assert files_of(tmp_path) == before and sorted(os.listdir(tmp_path)) == ['.o.macer-outputs', 'o.csv', 'o.md', 'o.tex']
 
 
 def test_a_failing_rename_puts_back_every_file_already_renamed(tmp_path, monkeypatch):
@@ -164,6 +156,8 @@ def test_a_failing_rename_puts_back_every_file_already_renamed(tmp_path, monkeyp
     calls = []
 
     def replace(src, dst):
+        if dst not in outs:
+            return real(src, dst)  # the record of the set's outputs (.o.macer-outputs)
         calls.append(dst)
         if len(calls) == 3:  # the third rename, after two files were already new
             raise OSError(28, 'No space left on device')
@@ -173,7 +167,7 @@ def test_a_failing_rename_puts_back_every_file_already_renamed(tmp_path, monkeyp
     with pytest.raises(outputs.DiskFull, match='no output was changed, every file of the set is as it was before; '
                                               'free some space'):
         write_together([(p, text_writer('new\n')) for p in outs], 'o.*')
-    assert files_of(tmp_path) == before and sorted(os.listdir(tmp_path)) == ['o.md', 'o.tex']
+    assert files_of(tmp_path) == before and sorted(os.listdir(tmp_path)) == ['.o.macer-outputs', 'o.md', 'o.tex']
 
 
 def test_when_putting_a_file_back_fails_the_error_names_the_mix(tmp_path, monkeypatch):
@@ -183,6 +177,8 @@ def test_when_putting_a_file_back_fails_the_error_names_the_mix(tmp_path, monkey
     calls = []
 
     def replace(src, dst):
+        if dst not in outs:
+            return real(src, dst)  # the record of the set's outputs (.o.macer-outputs)
         calls.append(dst)
         if len(calls) in (3, 4):  # the third rename fails, and so does putting back o.tex
             raise OSError(5, 'Input/output error')
@@ -210,7 +206,7 @@ def test_plotcurves_with_a_folder_in_the_way_changes_nothing(tmp_path, capsys):
     assert plotcurves.main([str(tmp_path / 'b.mat'), '--out', str(out / 'o')]) == 2
     err = capsys.readouterr().err
     assert f'{out / "o.tex"} is a folder; move it away' in err and err.count('\n') == 1
-    assert files_of(out) == before and sorted(os.listdir(out)) == ['o.csv', 'o.md', 'o.pdf', 'o.png', 'o.tex']
+    assert files_of(out) == before and sorted(os.listdir(out)) == ['.o.macer-outputs', 'o.csv', 'o.md', 'o.pdf', 'o.png', 'o.tex']
 
 
 def test_run_command_says_what_was_written_before_an_error(tmp_path, capsys):
@@ -279,7 +275,8 @@ def test_two_processes_writing_one_set_never_mix_it(tmp_path, monkeypatch):
     second_out, second_err = second.communicate(timeout=120)
     assert first.returncode == 0 and second.returncode == 0, (first_err, second_err)
     written = files_of(tmp_path / 'figs')
-    assert sorted(written) == [f'o{ext}' for ext in sorted(plotcurves.OUTPUTS)]  # no temporary, no lock left
+    # no temporary, no lock left; the record of the outputs beside them
+    assert sorted(written) == ['.o.macer-outputs'] + [f'o{ext}' for ext in sorted(plotcurves.OUTPUTS)]
 
     # the second's set, whole: each file as a run of its own writes it
     for key, value in DETERMINISTIC.items():
@@ -292,7 +289,7 @@ def test_a_label_matplotlib_cannot_typeset_is_one_line_and_writes_nothing(tmp_pa
     sio.savemat(tmp_path / 'a.mat', {'hard': np.array([0.3, -1.0])})
     assert plotcurves.main([str(tmp_path / 'a.mat'), '--labels', '$\\foo$', '--out', str(tmp_path / 'o')]) == 2
     err = capsys.readouterr().err
-    assert 'cannot typeset the figure\'s text' in err and err.count('\n') == 1
+    assert 'cannot typeset \'$\\\\foo$\'' in err and 'read as TeX math' in err and err.count('\n') == 1
     assert sorted(os.listdir(tmp_path)) == ['a.mat']
 
 
@@ -371,12 +368,9 @@ def test_the_fit_of_an_architecture_is_one_check_for_the_command_line_and_load_m
 def test_trainingcurves_draws_the_interval_over_the_images_around_each_certified_acr(tmp_path):
     import numpy as np
     from rs.compare import bootstrap_mean
-    from rs.results import write_mat
     radii = np.array([0.5, -1.0, 0.3, 0.7, 0.0, -1.0, 0.9, 0.2])
-    write_mat(str(tmp_path / '4.mat'), {'hard': radii})
-    low, high = trainingcurves.acr_interval(str(tmp_path), 4, 0.95)
+    low, high = trainingcurves.acr_interval(radii, 0.95)
     assert (low, high) == bootstrap_mean(radii.clip(min=0.0), 0.95)[1:] and low < 0.325 < high
-    assert trainingcurves.acr_interval(str(tmp_path), 6, 0.95) is None  # no .mat: the point alone
     logs = [[{'epoch': 4, 'classification': 1.0}]]
     fig = trainingcurves.figure(['a'], logs, [{4: 0.325}], intervals=[{4: (low, high)}])
     panel = next(ax for ax in fig.axes if ax.get_title() == 'certified ACR (hard)')

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from conftest import ROOT, run_without_torch
+from conftest import ROOT, certification, run_without_torch
 
 sys.path.insert(0, os.path.join(ROOT, 'visualize'))
 import plotcurves  # noqa: E402
@@ -172,15 +172,16 @@ def test_outputs_are_all_written_or_none(tmp_path, monkeypatch):
     assert run(tmp_path / 'b.mat', '--out', tmp_path / 'o') == 2
     # the tables and the PNG were made before the PDF failed: none of them replaced the earlier outputs
     assert {ext: (tmp_path / f'o{ext}').read_bytes() for ext in plotcurves.OUTPUTS} == before
-    assert sorted(os.listdir(tmp_path)) == ['a.mat', 'b.mat'] + sorted(f'o{ext}' for ext in plotcurves.OUTPUTS)
+    assert sorted(os.listdir(tmp_path)) == ['.o.macer-outputs', 'a.mat', 'b.mat'] + sorted(f'o{ext}' for ext in plotcurves.OUTPUTS)
 
 
 def test_the_figure_marks_the_largest_certifiable_radius(tmp_path):
-    sio.savemat(tmp_path / 'run.mat', {'hard': np.array([0.3, 0.8, -1.0])})
-    (tmp_path / 'run.json').write_text(json.dumps({'identity': {'N': 10000, 'alpha': 0.001, 'sigma': 0.25}}))
-    radii, caption = plotcurves.cliffs_of([plotcurves.run_record(str(tmp_path / 'run.mat'))])
+    from rs.runs import read_run
+    shipped = os.path.join(ROOT, 'reproduce', 'results', 'digits-0.25', 'macer.mat')  # N 10000, alpha 0.001
+    radii, caption = plotcurves.cliffs_of([plotcurves.run_record(read_run(shipped))])
     assert [round(r, 4) for r in radii] == [0.7996] and '0.80 (hard)' in caption and 'N = 10000' in caption
-    assert plotcurves.cliffs_of([plotcurves.run_record(str(tmp_path / 'a.tsv'))]) == ([], '')
+    cohen = read_run(os.path.join(LOGS, 'cohen-cifar10-0.25.tsv'))
+    assert plotcurves.cliffs_of([plotcurves.run_record(cohen)]) == ([], '')
     fig = plotcurves.figure(['run'], [np.array([0.3, 0.8, -1.0])], 1.0, ylim=(0.5, 1.0), cliffs=radii,
                             caption=caption)
     ax = fig.axes[0]
@@ -188,7 +189,7 @@ def test_the_figure_marks_the_largest_certifiable_radius(tmp_path):
     vertical = [line for line in ax.lines if list(line.get_xdata()) == [radii[0], radii[0]]]
     assert len(vertical) == 1 and vertical[0].get_color() == 'black'
     assert [t.get_text() for t in fig.texts] == [caption]
-    assert run(tmp_path / 'run.mat', '--out', tmp_path / 'o', '--ylim', '0.5', '1') == 0
+    assert run(shipped, '--out', tmp_path / 'o', '--ylim', '0.5', '1') == 0
 
 
 def test_a_long_title_stays_inside_the_figure():
@@ -245,14 +246,11 @@ def test_training_curves_of_several_runs_with_their_certified_acr(tmp_path, caps
     torch.save({'run_id': 'run-a', 'net': {'w': torch.ones(1)}, 'epoch': 4}, runs['a'] / 'latest.pth')
     mat = tmp_path / 'mat'
     mat.mkdir()
-    for epoch, value in ((2, 0.4), (4, 0.5)):
-        (mat / f'{epoch}.json').write_text(json.dumps({'status': 'complete', 'summary': {'hard': {'acr': value}},
-                                                       'identity': {'sigma': 0.25, 'N': 1000},
-                                                       'checkpoint': {'epoch': epoch, 'run_id': 'run-a'}}))
+    two, four = (certification(mat, epoch, model, 'run-a') for epoch, model in ((2, 'macer'), (4, 'gaussian')))
     (mat / '9.json').write_text(json.dumps({'status': 'running'}))  # unfinished: left out
     logs = [trainingcurves.read_log(str(runs[n] / 'log.jsonl')) for n in 'ab']
     acrs = [trainingcurves.certified_acr(str(mat), str(runs['a'] / 'log.jsonl'))[0], {}]
-    assert acrs[0] == {2: 0.4, 4: 0.5}
+    assert acrs[0] == {2: two, 4: four}
     fig = trainingcurves.figure(['A', 'B'], logs, acrs)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert {'classification loss', 'weight norm ||w||', 'share kept by the hinge', 'certified ACR (hard)'} <= set(titles)
@@ -270,7 +268,7 @@ def test_training_curves_of_several_runs_with_their_certified_acr(tmp_path, caps
 
 def test_tables_and_curves_carry_intervals_over_the_test_images_by_default(tmp_path):
     from statsmodels.stats.proportion import proportion_confint
-    rows = [(1, 1, 0.1 * (i % 9), int(i % 4 != 0)) for i in range(40)]
+    rows = [(1, 1 if i % 4 else 2, 0.1 * (i % 9), int(i % 4 != 0)) for i in range(40)]  # wrong: predicted 2
     write_tsv(tmp_path / 'a.tsv', rows)
     assert run(tmp_path / 'a.tsv', '--labels', 'A', '--out', tmp_path / 'o') == 0
     radii = plotcurves.load_radii(str(tmp_path / 'a.tsv'))
@@ -291,7 +289,7 @@ def test_tables_and_curves_carry_intervals_over_the_test_images_by_default(tmp_p
             proportion_confint(k, 40, alpha=0.05, method='beta'), abs=1e-12)
     assert float(row['ACR_low']) < float(row['ACR']) < float(row['ACR_high'])
     tex = (tmp_path / 'o.tex').read_text()
-    assert '{\\scriptsize 95\\% interval}' in tex and '\\par{\\footnotesize Intervals (95\\%)' in tex
+    assert '{\\scriptsize 95\\% interval}' in tex and '\\par{\\footnotesize ' in tex and 'Intervals (95\\%)' in tex
     # --level: the same table at another level, narrower
     assert run(tmp_path / 'a.tsv', '--labels', 'A', '--level', '0.8', '--out', tmp_path / 'l') == 0
     row80 = dict(zip(*[line.split(',') for line in (tmp_path / 'l.csv').read_text().splitlines()]))

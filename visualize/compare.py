@@ -32,8 +32,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from plotcurves import STYLES, _csv_escape, _tex_escape, run_and_report, typeset, write_figure  # noqa: E402
+from plotcurves import STYLES, _csv_escape, _tex_escape, check_typesettable, run_and_report, write_figure  # noqa: E402
 from plumbing.errors import UsageError  # noqa: E402
+from plumbing.files import same_file  # noqa: E402
 from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, probability  # noqa: E402
 from plumbing.outputs import output_folder  # noqa: E402
 from rs.compare import LEVEL, RESAMPLES, SEED, compare_pair, holm, run_summary  # noqa: E402
@@ -73,6 +74,29 @@ def check_sigmas(runs, paths, labels, other_sigma):
         notes.append(f'Sigma, N and alpha are not recorded for {", ".join(unknown)} (a log without this tool\'s JSON): '
                      f'not checked.')
     return notes
+
+
+def read_runs(files, mode=None):
+    """The runs of `files` (`rs.runs.read_run`, each checked as a resume checks it), all of one mode: the mode
+    given, else each file's own, which must then agree. A run given twice, by the same file or by two of its
+    files (NAME.json and NAME.hard.tsv, say), is refused: compared with itself it shows nothing."""
+    runs = [read_run(f, mode) for f in files]
+    for k, run in enumerate(runs):
+        if run.idx is None:
+            raise UsageError(f'{files[k]} holds no image indices, so its images cannot be matched with another run\'s; '
+                             f'give its NAME.json or TSV log')
+        earlier = next((j for j in range(k) if runs[j].key == run.key), None)
+        if earlier is not None:
+            what = (f'is given twice (as {files[earlier]} too)' if same_file(files[k], files[earlier]) else
+                    f'is the same run as {files[earlier]} (another of its files, or a copy)')
+            raise UsageError(f'{files[k]} {what}: a run compared with itself shows nothing; give each run once')
+    modes = {run.mode for run in runs}
+    if len(modes) > 1:
+        hard = next(f for f, r in zip(files, runs) if r.mode == 'hard')
+        soft = next(f for f, r in zip(files, runs) if r.mode == 'soft')
+        raise UsageError(f'{hard} holds hard certificates and {soft} soft ones: hard and soft radii of one model '
+                         f'differ by construction; compare runs of one mode (--mode hard or --mode soft)')
+    return runs
 
 
 def comparison(runs, grid=GRID, level=LEVEL):
@@ -128,7 +152,7 @@ def notes(runs, result, level, images_note, sigma_notes):
 def tables(labels, runs, result, level=LEVEL, images_note='', sigma_notes=()):
     """{'.md', '.tex', '.csv'}: per run, then per pair and statistic (docs/METHOD.md, "Comparing models")."""
     lines = notes(runs, result, level, images_note, sigma_notes)
-    heading = f'Runs compared on the same {describe_images(runs[0].idx)}.'
+    heading = f'Runs compared on the same {describe_images(runs[0].idx)}, {runs[0].mode} certificates.'
 
     def known(v, fmt):
         return '-' if v is None else format(v, fmt)
@@ -253,7 +277,9 @@ def build_parser():
                    help='two or more runs: this project\'s NAME.json, TSV logs (they hold image indices), or a .mat '
                         'with its JSON beside it')
     p.add_argument('--labels', nargs='+', default=None, help='one label per file (default: the file names)')
-    p.add_argument('--mode', default='hard', choices=('hard', 'soft'), help='which certificates of a run of both modes')
+    p.add_argument('--mode', default=None, choices=('hard', 'soft'),
+                   help='which certificates: of a run of both modes, and of every run (default: each file\'s own, hard '
+                        'for a run of both; the runs must agree)')
     p.add_argument('--grid', type=nonneg_float, nargs='+', default=list(GRID), help='radii of the table')
     p.add_argument('--level', type=probability, default=LEVEL, help='confidence level of every interval')
     p.add_argument('--shared', action='store_true',
@@ -262,6 +288,8 @@ def build_parser():
                    help='compare runs certified at other sigmas (default: refuse them)')
     p.add_argument('--title', default=None, help='title of the figure')
     p.add_argument('--out', required=True, help='prefix of the output files')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace files at the output paths that this tool did not write (never an input)')
     return p
 
 
@@ -272,24 +300,19 @@ def main(argv=None):
     def work():
         if len(args.files) < 2:
             raise UsageError(f'{len(args.files)} file: a comparison needs two or more runs')
-        seen = {}
-        for f in args.files:
-            key = os.path.realpath(f)
-            if key in seen:
-                raise UsageError(f'{f} is given twice (as {seen[key]} too): a run compared with itself shows nothing; '
-                                 f'give each run once')
-            seen[key] = f
         if args.labels is not None and len(args.labels) != len(args.files):
             raise UsageError(f'{len(args.labels)} labels for {len(args.files)} files: give one label per file')
         labels = args.labels or [os.path.basename(f) for f in args.files]
-        runs = [read_run(f, args.mode) for f in args.files]
+        runs = read_runs(args.files, args.mode)
         sigma_notes = check_sigmas(runs, args.files, labels, args.other_sigma)
         runs, images_note = same_images(runs, args.files, args.shared, labels)
         result = comparison(runs, args.grid, args.level)
         output_folder(args.out)
         done['tables'] = tables(labels, runs, result, args.level, images_note, sigma_notes)
-        fig = typeset(lambda: figure(labels, runs, result, args.level, args.title))
-        write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'])
+        check_typesettable(labels + [args.title or ''])
+        fig = figure(labels, runs, result, args.level, args.title)
+        write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'],
+                     inputs=[p for r in runs for p in r.reads], overwrite=args.overwrite)
     return run_and_report(work, args.out, done, OUTPUTS)
 
 

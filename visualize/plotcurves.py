@@ -35,8 +35,7 @@ from plumbing.errors import UsageError, first_line  # noqa: E402
 from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, positive_float, probability  # noqa: E402
 from plumbing.outputs import output_folder, run_command, text_writer, write_together  # noqa: E402
 from rs.compare import LEVEL, RESAMPLES, SEED, clopper_pearson, run_summary  # noqa: E402
-from rs.results import read_mat, read_result_json, tsv_radii  # noqa: E402
-from rs.runs import read_run, record_beside  # noqa: E402
+from rs.runs import read_run  # noqa: E402
 from rs.stats import GRID, acr, certified_accuracy, largest_radius  # noqa: E402
 
 STYLES = [('tab:red', '-'), ('tab:blue', '--'), ('tab:purple', ':'), ('tab:green', '-.'), ('tab:orange', '-'),
@@ -44,33 +43,36 @@ STYLES = [('tab:red', '-'), ('tab:blue', '--'), ('tab:purple', ':'), ('tab:green
 OUTPUTS = ('.png', '.pdf', '.md', '.tex', '.csv')
 
 
-def load_radii(path, mode='hard'):
-    """One file's radii in the MACER encoding (radius if certified correct, -1 otherwise)."""
-    if not os.path.isfile(path):
-        raise UsageError(f'{path} does not exist' if not os.path.exists(path) else f'{path} is not a file')
-    if path.endswith('.mat'):
-        by_mode = read_mat(path)
-        if mode not in by_mode:
-            raise UsageError(f'{path} has no {mode!r} results (it has {", ".join(by_mode)}); choose --mode '
-                             f'{next(iter(by_mode))}')
-        return by_mode[mode]
-    return tsv_radii(path)
+def load_run(path, mode=None, incomplete=False):
+    """One file's results, checked as a resume checks them (`rs.runs.read_run`): radii in the MACER encoding
+    (radius if certified correct, -1 otherwise) and what the file's record says."""
+    return read_run(path, mode, incomplete)
 
 
-def run_record(path, mode='hard'):
-    """What this project's JSON beside a result file (NAME.json for NAME.mat or NAME.MODE.tsv) says of its
-    certificates: {'N', 'alpha', 'sigma', 'mode'}; None for a file without one (Cohen's, Salman's logs)."""
-    folder, base = os.path.split(path)
-    for suffix, its_mode in (('.mat', mode), ('.hard.tsv', 'hard'), ('.soft.tsv', 'soft')):
-        if base.endswith(suffix):
-            candidate = os.path.join(folder, base[:-len(suffix)] + '.json')
-            try:
-                identity = (read_result_json(candidate, 'give its TSV log') or {})['identity']
-                return {'N': int(identity['N']), 'alpha': float(identity['alpha']), 'sigma': float(identity['sigma']),
-                        'mode': its_mode}
-            except (UsageError, ValueError, KeyError, TypeError):
-                return None
-    return None
+def load_radii(path, mode=None):
+    """One file's radii in the MACER encoding (`load_run`)."""
+    return load_run(path, mode).radii
+
+
+def run_record(run):
+    """What this project's record of a run says of its certificates: {'N', 'alpha', 'sigma', 'mode'}; None for a
+    file without one (Cohen's, Salman's logs, a MACER .mat)."""
+    if run.sigma is None or run.N is None or run.alpha is None:
+        return None
+    return {'N': run.N, 'alpha': run.alpha, 'sigma': run.sigma, 'mode': run.mode}
+
+
+def run_notes(labels, runs):
+    """The lines under a table about its runs: an unfinished run (drawn with --incomplete), and the files that
+    have no record of this tool, so nothing was checked against a run."""
+    out = []
+    for label, run in zip(labels, runs):
+        if not run.complete:
+            out.append(f'{label}: {run.radii.size} of the {run.expected} images of an unfinished run (--incomplete); '
+                       f'its numbers will change')
+        if run.checked == 'unchecked':
+            out.append(f'{label}: unchecked ({os.path.basename(run.path)} has no record of this tool beside it)')
+    return out
 
 
 def table_rows(radii_list, grid=GRID):
@@ -87,18 +89,6 @@ def interval_rows(radii_list, noise_list, grid=GRID, level=LEVEL):
         out.append({'images': s['images'], 'low': list(s['accuracy_low']) + [s['acr'][1]],
                     'high': list(s['accuracy_high']) + [s['acr'][2]], 'noise': s['noise']})
     return out
-
-
-def noise_of(path, mode='hard'):
-    """The accuracy under noise of each image of a result file of this project (from the statistics beside it,
-    docs/FORMATS.md), or None: a file of another tool, a run without statistics, or one whose files do not
-    give them (an unfinished run)."""
-    if record_beside(path, mode) is None:
-        return None
-    try:
-        return read_run(path, mode).noise
-    except UsageError:
-        return None
 
 
 def interval_note(intervals, level=LEVEL):
@@ -125,7 +115,7 @@ def _span(low, high, j, last):
     return f'[{_fmt(low, j, last)}, {_fmt(high, j, last)}]'
 
 
-def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL):
+def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL, notes=()):
     """{'.md': text, '.tex': text, '.csv': text}. With `intervals` (`interval_rows`), each model's row is followed
     by a row of its intervals, the accuracy under noise is a column where a file has it, the CSV gains the
     interval columns after the paper's, and a line under the table says what the intervals cover."""
@@ -173,10 +163,10 @@ def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL):
                 values += [repr(float(v)) for v in intervals[k]['noise']] if intervals[k]['noise'] else ['', '', '']
         csv.append(','.join([_csv_escape(label)] + values))
     md_text, tex_text = '\n'.join(md) + '\n', '\n'.join(tex) + '\n'
-    if intervals is not None:
-        note = interval_note(intervals, level)
-        md_text += '\n' + note + '\n'
-        tex_text += '\\par{\\footnotesize ' + _tex_escape(note) + '}\n'
+    below = list(notes) + ([interval_note(intervals, level)] if intervals is not None else [])
+    if below:
+        md_text += '\n' + '\n'.join(below) + '\n'
+        tex_text += '\\par{\\footnotesize ' + _tex_escape(' '.join(below)) + '}\n'
     return {'.md': md_text, '.tex': tex_text, '.csv': '\n'.join(csv) + '\n'}
 
 
@@ -252,14 +242,25 @@ def cliffs_of(records):
     return sorted(set(radii)), caption
 
 
-def typeset(make):
-    """`make()`, which draws a figure; matplotlib's ValueError for a label or title it cannot typeset (TeX math
-    between dollar signs) becomes a one-line UsageError."""
-    try:
-        return make()
-    except ValueError as e:
-        raise UsageError(f'cannot typeset the figure\'s text ({first_line(e)}): a label or --title with $...$ is '
-                         f'read as TeX math; write \\$ for a dollar sign') from None
+def check_typesettable(texts):
+    """Refuse, before anything is drawn, a label or title that matplotlib cannot typeset: text between two dollar
+    signs is read as TeX math, and a formula it cannot parse would fail the figure. Each text is drawn alone,
+    so the error names it (and only a text's own fault is blamed on it)."""
+    import matplotlib
+    matplotlib.use('Agg')  # files only: no display needed
+    import matplotlib.pyplot as plt
+    for text in texts:
+        if '$' not in text:
+            continue
+        fig = plt.figure(figsize=(1, 1))
+        try:
+            fig.text(0, 0, text)
+            fig.canvas.draw()
+        except ValueError as e:
+            raise UsageError(f'cannot typeset {text!r} ({first_line(e)}): a label or --title with $...$ is read as '
+                             f'TeX math; write \\$ for a dollar sign') from None
+        finally:
+            plt.close(fig)
 
 
 def figure_writer(fig, fmt):
@@ -270,14 +271,16 @@ def figure_writer(fig, fmt):
     return write
 
 
-def write_figure(prefix, fig, extensions, what, texts=None):
+def write_figure(prefix, fig, extensions, what, texts=None, inputs=(), overwrite=False):
     """PREFIX + each extension: the figure in that format, or `texts[ext]`, written as one set
-    (`plumbing.outputs.write_together`): all new, or all as they were (never new tables beside an older figure)."""
+    (`plumbing.outputs.write_together`): all new, or all as they were (never new tables beside an older figure),
+    never over one of `inputs` (the files the command read), and over an existing file only where it is an
+    earlier output of this tool (or `overwrite`)."""
     import matplotlib.pyplot as plt
     texts = texts or {}
     try:
         write_together([(prefix + ext, text_writer(texts[ext]) if ext in texts else figure_writer(fig, ext[1:]))
-                        for ext in extensions], what)
+                        for ext in extensions], what, inputs, overwrite)
     finally:
         plt.close(fig)
 
@@ -304,7 +307,8 @@ def build_parser():
         formatter_class=HelpFormatter)
     p.add_argument('files', nargs='+', metavar='FILE', help='.mat files (this project, the MACER code) or TSV logs')
     p.add_argument('--labels', nargs='+', default=None, help='one label per file (default: the file names)')
-    p.add_argument('--mode', default='hard', choices=('hard', 'soft'), help='which results of a .mat file')
+    p.add_argument('--mode', default=None, choices=('hard', 'soft'),
+                   help='which results of a run of both modes (default: each file\'s own, hard for a run of both)')
     p.add_argument('--max_radius', type=positive_float, default=None,
                    help='right end of the curves (default: the largest radius, rounded up to 0.25)')
     p.add_argument('--ylim', type=nonneg_float, nargs=2, default=None, metavar=('LOW', 'HIGH'),
@@ -315,7 +319,12 @@ def build_parser():
                    help='confidence level of the intervals over the test images')
     p.add_argument('--no_intervals', action='store_true',
                    help='the paper\'s bare format: no intervals, no band, no accuracy under noise')
+    p.add_argument('--incomplete', action='store_true',
+                   help='draw a run that has not finished, on the images it holds (the figure and tables say so); '
+                        'default: refuse it')
     p.add_argument('--out', required=True, help='prefix of the output files')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace files at the output paths that this tool did not write (never an input)')
     return p
 
 
@@ -329,25 +338,31 @@ def main(argv=None):
         if args.ylim is not None and not args.ylim[0] < args.ylim[1]:
             raise UsageError(f'--ylim {args.ylim[0]} {args.ylim[1]}: LOW must be below HIGH')
         labels = args.labels or [os.path.splitext(os.path.basename(f))[0] for f in args.files]
-        radii_list = [load_radii(f, args.mode) for f in args.files]
-        empty = [f for f, r in zip(args.files, radii_list) if r.size == 0]
-        if empty:
-            raise UsageError(f'{empty[0]} holds no results')
+        runs = [load_run(f, args.mode, args.incomplete) for f in args.files]
+        radii_list = [r.radii for r in runs]
         top = max(float(r.max()) for r in radii_list)
         max_radius = args.max_radius or max(0.25, np.ceil(top / 0.25) * 0.25)
         output_folder(args.out)
         intervals = bands = None
         if not args.no_intervals:
-            intervals = interval_rows(radii_list, [noise_of(f, args.mode) for f in args.files], args.grid, args.level)
+            intervals = interval_rows(radii_list, [r.noise for r in runs], args.grid, args.level)
             bands = [band(r, max_radius, args.level) for r in radii_list]
-        done['tables'] = tables(labels, table_rows(radii_list, args.grid), args.grid, intervals, args.level)
-        cliffs, caption = cliffs_of([run_record(f, args.mode) for f in args.files])
+        notes = run_notes(labels, runs)
+        # the paper's bare format stays bare: its notes are printed instead
+        done['tables'] = tables(labels, table_rows(radii_list, args.grid), args.grid, intervals, args.level,
+                                () if args.no_intervals else notes)
+        for note in notes if args.no_intervals else ():
+            print(f'note: {note}')
+        cliffs, caption = cliffs_of([run_record(r) for r in runs])
         if bands is not None:
             caption = '\n'.join(filter(None, [caption, f'Shaded: {args.level:.0%} Clopper-Pearson intervals over the '
                                                         f'choice of test images (not the certificates\' alpha)']))
-        fig = typeset(lambda: figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
-                                     [c for c in cliffs if c <= max_radius], caption, bands))
-        write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'])
+        caption = '\n'.join(filter(None, [caption] + [n for n in notes if 'unfinished' in n]))
+        check_typesettable(labels + [args.title or ''])
+        fig = figure(labels, radii_list, max_radius, args.title, tuple(args.ylim or (0.0, 1.0)),
+                     [c for c in cliffs if c <= max_radius], caption, bands)
+        write_figure(os.path.abspath(args.out), fig, OUTPUTS, f'{args.out}.*', done['tables'],
+                     inputs=[p for r in runs for p in r.reads], overwrite=args.overwrite)
     return run_and_report(work, args.out, done)
 
 

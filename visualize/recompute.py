@@ -38,6 +38,8 @@ def build_parser():
                    help='which certificates of the run (default: the run\'s mode; hard for a run of both)')
     p.add_argument('--out', required=True,
                    help='prefix of the output files (PREFIX.tsv, .mat, .json); never the files of a run')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace files at the output paths that this tool did not write (never a run\'s files)')
     return p
 
 
@@ -46,7 +48,7 @@ def main(argv=None):
     done = {}
 
     def work():
-        done['result'] = recompute(args.record, args.alpha, args.bound, args.mode, out=args.out)
+        done['result'] = recompute(args.record, args.alpha, args.bound, args.mode, out=args.out, overwrite=args.overwrite)
     status = run_command(work, f'{args.out}.*')
     if status == 0:
         result = done['result']

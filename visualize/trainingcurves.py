@@ -13,26 +13,27 @@ checkpoint (latest.pth, else the last EPOCH.pth) names. Certifications of other 
 the run made with another sigma, N, alpha or set of test images than most of its others, are left
 out with a note.
 
-Needs numpy and matplotlib only; reads result files, never the model or training code (a checkpoint's
+Needs numpy, scipy and matplotlib only; reads result files, never the model or training code (a checkpoint's
 run identity is read from its pickle without importing torch or building any object).
 """
 import collections
 import json
 import math
 import os
-import pickle
 import sys
-import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from plotcurves import STYLES, typeset, write_figure  # noqa: E402
+from plotcurves import STYLES, check_typesettable, write_figure  # noqa: E402
 from plumbing.errors import UsageError  # noqa: E402
+from plumbing.files import check_regular  # noqa: E402
 from plumbing.flagtypes import HelpFormatter, Parser, probability  # noqa: E402
 from plumbing.outputs import output_folder, run_command  # noqa: E402
-from plumbing.records import run_checkpoints, run_identity  # noqa: E402
+from plumbing.records import checkpoint_values, run_checkpoints, run_identity  # noqa: E402
 from rs.compare import LEVEL  # noqa: E402
 from rs.results import read_result_json  # noqa: E402
+from rs.runs import read_run  # noqa: E402
+from rs.stats import acr  # noqa: E402
 
 # (key in log.jsonl, panel title, log-scale y axis)
 QUANTITIES = (('classification', 'classification loss', True),
@@ -61,7 +62,7 @@ def read_log(path):
             continue
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
+            if not isinstance(record, dict) or not _is_epoch(record.get('epoch')):
                 raise ValueError
         except ValueError:
             raise UsageError(f'{path}, line {number}, is not a record of a training log (log.jsonl)') from None
@@ -71,62 +72,16 @@ def read_log(path):
     return sorted(records, key=lambda r: r['epoch'])
 
 
+# an epoch a training log can hold: a whole number from 1 to 10^15, exact as a float (a 400-digit "epoch" is none)
+MAX_EPOCH = 10 ** 15
+
+
+def _is_epoch(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_EPOCH
+
+
 # what makes two certifications' ACR comparable: the noise, the sample size, the confidence, the test images
 SETTING = ('sigma', 'N', 'alpha', 'start_img', 'num_img', 'skip')
-
-
-class _Opaque:
-    """Stands for every object a checkpoint's pickle would build from a class or function (tensors, storages,
-    arrays): nothing is imported or run, and the plain values around them (str, int, float, list, dict,
-    tuple) are read as they are."""
-
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-    def __setitem__(self, key, value):
-        pass
-
-    def append(self, value):
-        pass
-
-    def extend(self, values):
-        pass
-
-
-class _Dict(dict):
-    """An OrderedDict of the pickle (a state_dict), without the attributes torch sets on it."""
-
-    def __setstate__(self, state):
-        pass
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        return _Dict if (module, name) == ('collections', 'OrderedDict') else _Opaque
-
-    def persistent_load(self, pid):
-        return None  # a tensor's storage: its bytes are never read
-
-
-def checkpoint_values(path):
-    """The plain values of a checkpoint that torch.save wrote (a zip whose FOLDER/data.pkl is the pickle),
-    without torch: tensors and other objects read as opaque placeholders. ValueError if it is not one."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
-            if len(names) != 1:
-                raise ValueError('no data.pkl')
-            with z.open(names[0]) as f:
-                return _PlainUnpickler(f).load()
-    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError,
-            KeyError, UnicodeDecodeError, MemoryError, RecursionError) as e:
-        raise ValueError(str(e)) from None
 
 
 def run_of(log):
@@ -141,7 +96,10 @@ def run_of(log):
     if not candidates:
         return None, 'its folder holds no checkpoint of the run (latest.pth or EPOCH.pth) to name it'
     try:
+        check_regular(os.path.join(folder, candidates[0]), 'a checkpoint is a file')
         values = checkpoint_values(os.path.join(folder, candidates[0]))
+    except UsageError as e:
+        return None, f'{candidates[0]} beside it cannot be read ({e})'
     except ValueError as e:
         return None, f'{candidates[0]} beside it is not a checkpoint of this tool ({e})'
     run_id = run_identity(values.get('run_id'), values.get('history')) if isinstance(values, dict) else None
@@ -159,27 +117,31 @@ def _setting_text(setting, keys):
     return ', '.join(f'{k} {setting.get(k)}' for k in keys)
 
 
-def acr_interval(matdir, epoch, level):
-    """(low, high): the BCa bootstrap interval over the images of the ACR of EPOCH.mat's hard radii (the
-    images certified are a sample of the test set; docs/METHOD.md, "Comparing models"), or None when the
-    .mat cannot be read."""
+def acr_interval(radii, level):
+    """(low, high): the BCa bootstrap interval over the images of the ACR of a certification's hard radii (the
+    images certified are a sample of the test set; docs/METHOD.md, "Comparing models")."""
     from rs.compare import bootstrap_mean
-    from rs.results import read_mat
-    try:
-        radii = read_mat(os.path.join(matdir, f'{epoch}.mat'))['hard']
-    except (UsageError, KeyError, OSError):
-        return None
     _, low, high = bootstrap_mean(radii.clip(min=0.0), level)
     return low, high
 
 
 def certified_acr(matdir, log):
-    """The certified ACR of the run whose log is `log`, at each epoch it certified into `matdir`.
+    """The certified ACR of the run whose log is `log`, at each epoch it certified into `matdir`: ({epoch:
+    ACR}, notes), from `certifications`."""
+    found, notes, _ = certifications(matdir, log)
+    return {e: acr(r) for e, r in found.items()}, notes
 
-    Returns ({epoch: ACR}, notes): the complete hard-mode certifications EPOCH.json that record this
-    run and epoch (`checkpoint: {epoch, run_id}`), made with the setting (SETTING) most of them share
-    (on a tie, that of the latest); `notes` says, one line each, which were left out and why. A
-    UsageError when the run of `log` cannot be named (no checkpoint beside it).
+
+def certifications(matdir, log):
+    """The certifications of the run whose log is `log`, at each epoch it certified into `matdir`.
+
+    Returns ({epoch: hard radii}, notes, files read): the complete hard-mode certifications EPOCH.json that
+    record this run and epoch (`checkpoint: {epoch, run_id}`), made with the setting (SETTING) most of them
+    share (on a tie, that of the latest); `notes` says, one line each, which were left out and why. Each
+    one drawn is read as every reader reads a run (`rs.runs.read_run`: rows against statistics, digests,
+    the .mat and the JSON's summary against the logs), and its ACR computed from those radii: an edited
+    certification of the run is refused, naming the file. A UsageError when the run of `log` cannot be
+    named (no checkpoint beside it).
     """
     if not os.path.isdir(matdir):
         raise UsageError(f'--matdirs: {matdir} is not a folder')
@@ -196,7 +158,6 @@ def certified_acr(matdir, log):
             record = read_result_json(os.path.join(matdir, name), 'move it away') or {}
             if record.get('status') != 'complete':
                 continue  # unfinished: nothing to draw yet
-            acr = float(record['summary']['hard']['acr'])
             setting = {k: record['identity'].get(k) for k in SETTING}
         except (UsageError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a certification of this tool: left out of the figure
@@ -208,7 +169,7 @@ def certified_acr(matdir, log):
         elif written_by.get('epoch') != int(stem):
             moved.append(name)
         else:
-            found[int(stem)] = (setting, acr)
+            found[int(stem)] = (setting, os.path.join(matdir, name))
     notes = []
     if other:
         notes.append(f'{matdir}: left out {_listed(other)}, certifications of other training runs than that of {log}')
@@ -231,7 +192,12 @@ def certified_acr(matdir, log):
             notes.append(f'{matdir}: left out {_listed(names)}, made with {_setting_text(theirs, differ)}, not the '
                          f'{_setting_text(chosen, differ)} of the run\'s other certifications')
         found = {e: v for e, v in found.items() if v[0] == chosen}
-    return {e: acr for e, (_, acr) in found.items()}, notes
+    radii, reads = {}, []
+    for epoch, (_, path) in sorted(found.items()):
+        run = read_run(path, 'hard')
+        radii[epoch] = run.radii
+        reads += run.reads
+    return radii, notes, reads
 
 
 def _finite(values):
@@ -251,17 +217,19 @@ def figure(labels, logs, acrs, title=None, intervals=None):
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, (key, name, log_y) in zip(axes.flat, panels):
-        for i, (label, log, acr) in enumerate(zip(labels, logs, acrs)):
+        for i, (label, log, by_epoch) in enumerate(zip(labels, logs, acrs)):
             color, style = STYLES[i % len(STYLES)]
             if key == 'acr':
-                if acr:
-                    epochs = sorted(acr)
-                    ax.plot(epochs, [acr[e] for e in epochs], marker='o', linestyle=style, color=color, label=label)
+                if by_epoch:
+                    epochs = sorted(by_epoch)
+                    ax.plot(epochs, [by_epoch[e] for e in epochs], marker='o', linestyle=style, color=color,
+                            label=label)
                     bars = (intervals or [None] * len(acrs))[i] or {}
                     shown = [e for e in epochs if bars.get(e) is not None]
                     if shown:
-                        ax.errorbar(shown, [acr[e] for e in shown],
-                                    yerr=[[acr[e] - bars[e][0] for e in shown], [bars[e][1] - acr[e] for e in shown]],
+                        ax.errorbar(shown, [by_epoch[e] for e in shown],
+                                    yerr=[[by_epoch[e] - bars[e][0] for e in shown],
+                                          [bars[e][1] - by_epoch[e] for e in shown]],
                                     fmt='none', ecolor=color, capsize=3, linewidth=1)
                 continue
             points = [(r['epoch'], r[key]) for r in log if key in r]
@@ -295,6 +263,8 @@ def build_parser():
                    help='level of the interval over the test images drawn around each certified ACR (BCa bootstrap)')
     p.add_argument('--no_intervals', action='store_true', help='draw the certified ACR without its interval')
     p.add_argument('--out', required=True, help='prefix of the output files')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace files at the output paths that this tool did not write (never an input)')
     return p
 
 
@@ -308,19 +278,22 @@ def main(argv=None):
                 raise UsageError(f'{len(given)} --{flag} for {len(args.logs)} logs: give one per log')
         labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in args.logs]
         logs = [read_log(p) for p in args.logs]
-        acrs, intervals = [], []
+        acrs, intervals, reads = [], [], list(args.logs)
         for log, matdir in zip(args.logs, args.matdirs or ['-'] * len(logs)):
-            acr, notes = certified_acr(matdir, log) if matdir != '-' else ({}, [])
+            radii, notes, read = certifications(matdir, log) if matdir != '-' else ({}, [], [])
             for note in notes:
                 print(f'note: {note}')
-            acrs.append(acr)
-            intervals.append({} if args.no_intervals else {e: acr_interval(matdir, e, args.level) for e in acr})
+            acrs.append({e: acr(r) for e, r in radii.items()})
+            intervals.append({} if args.no_intervals else {e: acr_interval(r, args.level) for e, r in radii.items()})
+            reads += read
         if any(v is not None for bars in intervals for v in bars.values()):
             print(f'note: the bars around each certified ACR are {100 * args.level:g}% intervals over the choice of the '
                   f'test images (BCa bootstrap), not the certificates\' alpha')
         output_folder(args.out)
-        fig = typeset(lambda: figure(labels, logs, acrs, args.title, intervals))
-        write_figure(os.path.abspath(args.out), fig, ('.png', '.pdf'), f'{args.out}.png and .pdf')
+        check_typesettable(labels + [args.title or ''])
+        fig = figure(labels, logs, acrs, args.title, intervals)
+        write_figure(os.path.abspath(args.out), fig, ('.png', '.pdf'), f'{args.out}.png and .pdf', inputs=reads,
+                     overwrite=args.overwrite)
     status = run_command(work, f'{args.out}.png and .pdf')
     if status == 0:
         print(f'wrote {args.out}.png, {args.out}.pdf')
