@@ -31,6 +31,9 @@ positive_int = number(int, 1, what='an integer >= 1')
 nonneg_int = number(int, 0, what='an integer >= 0')
 probability = number(float, 0.0, 1.0, low_open=True, high_open=True, what='a number strictly between 0 and 1')
 momentum_type = number(float, 0.0, 1.0, high_open=True, what='a number in [0, 1)')
+# a confidence level: 0.05, an alpha typed for a level, is refused, and so is 1 (no interval has it)
+level_type = number(float, 0.5, 1.0, low_open=True, high_open=True,
+                    what='a confidence level strictly between 0.5 and 1 (0.95 for 95 %)')
 
 
 def alpha_type(text):

@@ -252,7 +252,7 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
         recomputed = {
             'from': os.path.abspath(record_path), 'statistics': os.path.abspath(files.stats), 'mode': mode,
             'alpha': alpha, 'bound': bound, 'run_alpha': run_alpha, 'run_bound': BOUNDS[mode][0], 'sigma': sigma,
-            'N': int(identity['N']), 'early_abstain': M, 'early_abstentions_kept': early_kept,
+            'N0': int(identity['N0']), 'N': int(identity['N']), 'early_abstain': M, 'early_abstentions_kept': early_kept,
             'early_abstentions': early_now,
             'integrity': ('the SHA-256 of the logs and statistics is the one the run recorded' if digest else
                           'the run (version 1.0.0) recorded no digest of its logs: they were checked for consistency '

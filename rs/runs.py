@@ -297,7 +297,9 @@ def _checked_recomputation(path: str, record_path: str, record: dict, asked: Opt
     run = _from_rows(log, mode, rows)
     if os.path.lexists(mat):
         _check_mat(mat, {mode: run.radii})
-    return replace(run, path=path, sigma=limits.sigma, N=limits.N, alpha=limits.alpha, N0=None,
+    N0 = r.get('N0')
+    return replace(run, path=path, sigma=limits.sigma, N=limits.N, alpha=limits.alpha,
+                   N0=N0 if isinstance(N0, int) and not isinstance(N0, bool) else None,
                    bound_name=str(r.get('bound') or BOUNDS[mode][0]), checked=checked,
                    reads=(record_path, log) + ((mat,) if os.path.lexists(mat) else ()),
                    key='recomputation:' + run.key)

@@ -368,9 +368,10 @@ def test_the_fit_of_an_architecture_is_one_check_for_the_command_line_and_load_m
 def test_trainingcurves_draws_the_interval_over_the_images_around_each_certified_acr(tmp_path):
     import numpy as np
     from rs.compare import bootstrap_mean
-    radii = np.array([0.5, -1.0, 0.3, 0.7, 0.0, -1.0, 0.9, 0.2])
+    radii = np.tile([0.5, -1.0, 0.3, 0.7, 0.0, -1.0, 0.9, 0.2], 2)  # 16 images: enough for a bootstrap interval
     low, high = trainingcurves.acr_interval(radii, 0.95)
     assert (low, high) == bootstrap_mean(radii.clip(min=0.0), 0.95)[1:] and low < 0.325 < high
+    assert trainingcurves.acr_interval(radii[:8], 0.95) is None  # 8 images: none, the point alone
     logs = [[{'epoch': 4, 'classification': 1.0}]]
     fig = trainingcurves.figure(['a'], logs, [{4: 0.325}], intervals=[{4: (low, high)}])
     panel = next(ax for ax in fig.axes if ax.get_title() == 'certified ACR (hard)')

@@ -32,9 +32,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from plumbing.errors import UsageError, first_line  # noqa: E402
-from plumbing.flagtypes import HelpFormatter, Parser, nonneg_float, positive_float, probability  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, level_type, nonneg_float, positive_float  # noqa: E402
 from plumbing.outputs import output_folder, run_command, text_writer, write_together  # noqa: E402
-from rs.compare import LEVEL, RESAMPLES, SEED, clopper_pearson, run_summary  # noqa: E402
+from rs.compare import LEVEL, SEED, clopper_pearson, format_level, resamples_for, run_summary  # noqa: E402
 from rs.runs import read_run  # noqa: E402
 from rs.stats import GRID, acr, certified_accuracy, largest_radius  # noqa: E402
 
@@ -86,8 +86,11 @@ def interval_rows(radii_list, noise_list, grid=GRID, level=LEVEL):
     out = []
     for radii, noise in zip(radii_list, noise_list):
         s = run_summary(radii, grid, level, noise)
+        why = [f'ACR: {s["acr"].why}'] if s['acr'].why else []
+        if s['noise'] is not None and s['noise'].why:
+            why.append(f'accuracy under noise: {s["noise"].why}')
         out.append({'images': s['images'], 'low': list(s['accuracy_low']) + [s['acr'][1]],
-                    'high': list(s['accuracy_high']) + [s['acr'][2]], 'noise': s['noise']})
+                    'high': list(s['accuracy_high']) + [s['acr'][2]], 'noise': s['noise'], 'why': why})
     return out
 
 
@@ -95,10 +98,11 @@ def interval_note(intervals, level=LEVEL):
     """The line under a table with intervals: what they cover, and how they are computed."""
     images = sorted({i['images'] for i in intervals})
     counted = f'{images[0]} images' if len(images) == 1 else 'images: ' + ', '.join(str(i['images']) for i in intervals)
-    return (f'Intervals ({level:.0%}) over the choice of the test images from the same test distribution ({counted}), '
+    return (f'Intervals ({format_level(level)}) over the choice of the test images from the same test distribution ({counted}), '
             f'not the certificates\' alpha, which covers the noise: certified accuracy Clopper-Pearson (exact), '
             f'ACR{" and accuracy under noise" if any(i["noise"] for i in intervals) else ""} BCa bootstrap over the '
-            f'images ({RESAMPLES} resamples, seed {SEED}).')
+            f'images ({resamples_for(level)} resamples at the least, more where an end lies far in a tail, seed {SEED}; n/a '
+            f'where no interval is honest, with why).')
 
 
 def _best(rows):
@@ -112,7 +116,7 @@ def _fmt(value, j, last):
 
 
 def _span(low, high, j, last):
-    return f'[{_fmt(low, j, last)}, {_fmt(high, j, last)}]'
+    return 'n/a' if low is None else f'[{_fmt(low, j, last)}, {_fmt(high, j, last)}]'
 
 
 def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL, notes=()):
@@ -133,10 +137,10 @@ def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL, notes=()):
             spans = [_span(lo, hi, j, last) for j, (lo, hi) in enumerate(ends)]
             if noise:
                 n = intervals[k]['noise']
-                extra, extra_span = ([f'{n[0]:.3f}'], [f'[{n[1]:.3f}, {n[2]:.3f}]']) if n else (['-'], [''])
+                extra, extra_span = ([f'{n[0]:.3f}'], [_span(n[1], n[2], last, last)]) if n else (['-'], [''])
         md.append('| ' + ' | '.join([label] + [_fmt(v, j, last) for j, v in enumerate(row)] + extra) + ' |')
         if intervals is not None:
-            md.append('| ' + ' | '.join([f'{level:.0%} interval'] + spans + extra_span) + ' |')
+            md.append('| ' + ' | '.join([f'{format_level(level)} interval'] + spans + extra_span) + ' |')
         cells = []
         for j, v in enumerate(row):
             text = _fmt(v, j, last)
@@ -145,7 +149,7 @@ def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL, notes=()):
         tex.append(' & '.join([_tex_escape(label)] + cells + extra) + ' \\\\')
         if intervals is not None:
             tex.append(' & '.join(f'{{\\scriptsize {_tex_escape(t)}}}' if t else ''
-                                  for t in [f'{level:.0%} interval'] + spans + extra_span) + ' \\\\')
+                                  for t in [f'{format_level(level)} interval'] + spans + extra_span) + ' \\\\')
     tex += ['\\hline', '\\end{tabular}']
 
     csv_header = ['label'] + [f'{r:g}' for r in grid] + ['ACR']
@@ -158,12 +162,16 @@ def tables(labels, rows, grid=GRID, intervals=None, level=LEVEL, notes=()):
         values = [repr(float(v)) for v in row]
         if intervals is not None:
             values.append(str(intervals[k]['images']))
-            values += [repr(float(v)) for pair in zip(intervals[k]['low'], intervals[k]['high']) for v in pair]
+            values += ['' if v is None else repr(float(v))
+                       for pair in zip(intervals[k]['low'], intervals[k]['high']) for v in pair]
             if noise:
-                values += [repr(float(v)) for v in intervals[k]['noise']] if intervals[k]['noise'] else ['', '', '']
+                values += ['' if v is None else repr(float(v)) for v in intervals[k]['noise']] \
+                    if intervals[k]['noise'] else ['', '', '']
         csv.append(','.join([_csv_escape(label)] + values))
     md_text, tex_text = '\n'.join(md) + '\n', '\n'.join(tex) + '\n'
-    below = list(notes) + ([interval_note(intervals, level)] if intervals is not None else [])
+    no_interval = [f'{label}: no interval for its {why}' for label, i in zip(labels, intervals or [])
+                   for why in i.get('why', ())]
+    below = list(notes) + no_interval + ([interval_note(intervals, level)] if intervals is not None else [])
     if below:
         md_text += '\n' + '\n'.join(below) + '\n'
         tex_text += '\\par{\\footnotesize ' + _tex_escape(' '.join(below)) + '}\n'
@@ -315,7 +323,7 @@ def build_parser():
                    help='the accuracy axis (default: 0 to 1); e.g. --ylim 0.6 1 to zoom where methods differ')
     p.add_argument('--grid', type=nonneg_float, nargs='+', default=list(GRID), help='radii of the tables')
     p.add_argument('--title', default=None, help='title of the figure')
-    p.add_argument('--level', type=probability, default=LEVEL,
+    p.add_argument('--level', type=level_type, default=LEVEL,
                    help='confidence level of the intervals over the test images')
     p.add_argument('--no_intervals', action='store_true',
                    help='the paper\'s bare format: no intervals, no band, no accuracy under noise')
@@ -338,6 +346,7 @@ def main(argv=None):
         if args.ylim is not None and not args.ylim[0] < args.ylim[1]:
             raise UsageError(f'--ylim {args.ylim[0]} {args.ylim[1]}: LOW must be below HIGH')
         labels = args.labels or [os.path.splitext(os.path.basename(f))[0] for f in args.files]
+        args.grid = sorted(set(args.grid))  # each radius once, in order
         runs = [load_run(f, args.mode, args.incomplete) for f in args.files]
         radii_list = [r.radii for r in runs]
         top = max(float(r.max()) for r in radii_list)
@@ -355,7 +364,7 @@ def main(argv=None):
             print(f'note: {note}')
         cliffs, caption = cliffs_of([run_record(r) for r in runs])
         if bands is not None:
-            caption = '\n'.join(filter(None, [caption, f'Shaded: {args.level:.0%} Clopper-Pearson intervals over the '
+            caption = '\n'.join(filter(None, [caption, f'Shaded: {format_level(args.level)} Clopper-Pearson intervals over the '
                                                         f'choice of test images (not the certificates\' alpha)']))
         caption = '\n'.join(filter(None, [caption] + [n for n in notes if 'unfinished' in n]))
         check_typesettable(labels + [args.title or ''])

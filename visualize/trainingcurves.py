@@ -27,10 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from plotcurves import STYLES, check_typesettable, write_figure  # noqa: E402
 from plumbing.errors import UsageError  # noqa: E402
 from plumbing.files import check_regular  # noqa: E402
-from plumbing.flagtypes import HelpFormatter, Parser, probability  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, level_type  # noqa: E402
 from plumbing.outputs import output_folder, run_command  # noqa: E402
 from plumbing.records import checkpoint_values, run_checkpoints, run_identity  # noqa: E402
-from rs.compare import LEVEL  # noqa: E402
+from rs.compare import LEVEL, format_level  # noqa: E402
 from rs.results import read_result_json  # noqa: E402
 from rs.runs import read_run  # noqa: E402
 from rs.stats import acr  # noqa: E402
@@ -119,10 +119,11 @@ def _setting_text(setting, keys):
 
 def acr_interval(radii, level):
     """(low, high): the BCa bootstrap interval over the images of the ACR of a certification's hard radii (the
-    images certified are a sample of the test set; docs/METHOD.md, "Comparing models")."""
+    images certified are a sample of the test set; docs/METHOD.md, "Comparing models"); None where there is no
+    honest one (too few images, every radius the same): the point is drawn alone."""
     from rs.compare import bootstrap_mean
     _, low, high = bootstrap_mean(radii.clip(min=0.0), level)
-    return low, high
+    return None if low is None else (low, high)
 
 
 def certified_acr(matdir, log):
@@ -259,7 +260,7 @@ def build_parser():
                    help='one --matdir per run (or - for none), to draw the certified ACR of the epochs the run '
                         'certified (only those of the run its log\'s checkpoint names, made with one setting)')
     p.add_argument('--title', default=None, help='title of the figure')
-    p.add_argument('--level', type=probability, default=LEVEL,
+    p.add_argument('--level', type=level_type, default=LEVEL,
                    help='level of the interval over the test images drawn around each certified ACR (BCa bootstrap)')
     p.add_argument('--no_intervals', action='store_true', help='draw the certified ACR without its interval')
     p.add_argument('--out', required=True, help='prefix of the output files')
@@ -287,7 +288,7 @@ def main(argv=None):
             intervals.append({} if args.no_intervals else {e: acr_interval(r, args.level) for e, r in radii.items()})
             reads += read
         if any(v is not None for bars in intervals for v in bars.values()):
-            print(f'note: the bars around each certified ACR are {100 * args.level:g}% intervals over the choice of the '
+            print(f'note: the bars around each certified ACR are {format_level(args.level)} intervals over the choice of the '
                   f'test images (BCa bootstrap), not the certificates\' alpha')
         output_folder(args.out)
         check_typesettable(labels + [args.title or ''])
