@@ -9,50 +9,63 @@ import os
 
 from checkpoint import check_fit
 from data import DATASETS
+from methods import DEFAULT as DEFAULT_METHOD, METHODS, declarations, flag_names, methods_of
 from model import ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
 from plumbing.devices import MEMORY_FORMATS, PRECISIONS
 from plumbing.errors import UsageError
 from plumbing.files import writable_dir
-from plumbing.flagtypes import HelpFormatter, Parser, alpha_type, distance, file_name, momentum_type, nonneg_float, \
-    nonneg_int, positive_float, positive_int, radius_type, seed_type
+from plumbing.flagtypes import HelpFormatter, Parser, checked, distance, file_name, momentum_type, nonneg_float, \
+    nonneg_int, positive_float, positive_int, seed_type
 from plumbing.records import LATEST, VERSION
 from plumbing.torchrun import DEFAULT_DIST_TIMEOUT_H
 from presets import PRESETS
-from rs.stats import MODE_CHOICES
-from train import METHODS
+from rs.stats import DEFAULT_SIGMA, MODE_CHOICES, check_alpha
 
 NONE = 'none'  # the original's spelling of "not given" for paths
-DEFAULT_SIGMA = 0.25
 
-# flags that mean something only for one task, or only for some training methods: a record (checkpoint,
-# result JSON) keeps only those that applied to its run
-TRAINING_FLAGS = ('method', 'epochs', 'batch_size', 'gauss_num', 'lr', 'momentum', 'weight_decay', 'lr_milestones',
-                  'lr_factor', 'lr_step', 'lbd', 'lbd_after', 'gamma', 'num_noise_vec', 'epsilon', 'num_steps',
-                  'warmup', 'eta', 'adv_training', 'step_size', 'mix_step', 'maxnorm', 'workers', 'save_every',
-                  'cert_from', 'cert_every', 'ckptdir')
-TEST_FLAGS = ('name',)
+# flags that mean something only for one task: a record (checkpoint, result JSON) keeps only those that applied
+# to its run; the training methods' own flags (`methods`) are training flags too, and a record keeps those of its
+# method that applied (`methods.base.Method.flags_applying`)
+GENERAL_TRAINING_FLAGS = ('method', 'epochs', 'batch_size', 'lr', 'momentum', 'weight_decay', 'lr_milestones',
+                          'lr_factor', 'lr_step', 'workers', 'save_every', 'cert_from', 'cert_every', 'ckptdir')
+
+
+def training_flags():
+    """Every flag of training alone: the general ones and every method's (read when asked: a method added to the
+    table counts)."""
+    return GENERAL_TRAINING_FLAGS + tuple(flag_names())
+
+
+TEST_FLAGS = ('name', 'split')
 # flags of the machinery, not of the computation: a record keeps --deterministic when set, nothing else
 PLUMBING_FLAGS = ('deterministic', 'dist_timeout')
-METHOD_FLAGS = {'gauss_num': ('macer', 'gaussian'), 'lbd': ('macer', 'stability', 'consistency'), 'lbd_after': ('macer',),
-                'gamma': ('macer',), 'num_noise_vec': ('smoothadv', 'consistency', 'smoothmix'),
-                'epsilon': ('smoothadv', 'consistency'), 'num_steps': ('smoothadv', 'consistency', 'smoothmix'),
-                'warmup': ('smoothadv', 'consistency', 'smoothmix'), 'eta': ('consistency', 'smoothmix'),
-                'adv_training': ('consistency',), 'step_size': ('smoothmix',), 'mix_step': ('smoothmix',),
-                'maxnorm': ('smoothmix',)}
-# Consistency uses the attack's flags only on SmoothAdv points (--adv_training)
-ATTACK_FLAGS = ('epsilon', 'num_steps', 'warmup')
-# flags whose default depends on --method, from each method's source (a method the flag does not apply to
-# gets the first value, which nothing reads): {flag: {method: default}}
-METHOD_DEFAULTS = {'lbd': {'macer': 12.0, 'stability': 2.0, 'consistency': 10.0},
-                   'eta': {'consistency': 0.5, 'smoothmix': 1.0},
-                   'epsilon': {'smoothadv': 0.25, 'consistency': 2.0},
-                   'num_steps': {'smoothadv': 10, 'smoothmix': 8, 'consistency': 4},
-                   'warmup': {'smoothadv': 1, 'smoothmix': 10, 'consistency': 10}}
 
 
-def defaults_text(flag):
-    """'default: 12 for macer, 2 for stability, ...': the defaults of a flag of METHOD_DEFAULTS, for its help."""
-    return 'default: ' + ', '.join(f'{value:g} for {method}' for method, value in METHOD_DEFAULTS[flag].items())
+def _shown(value):
+    return f'{value:g}' if isinstance(value, float) else 'off' if value is False else str(value)
+
+
+def method_flag_help(flag):
+    """The help of a flag of the methods (`methods.declarations`): each method's meaning and default, once."""
+    parts = []
+    for method, param in declarations(flag).items():
+        default = '' if param.default is None else f' (default {_shown(param.default)})'
+        parts.append(f'{method}: {param.help}{default}')
+    return '; '.join(parts)
+
+
+def add_method_flags(group):
+    """Every flag of every method, once: its type from its declarations (which must agree), default None (a
+    method's own default is filled in by `resolve`), its help naming each method's meaning and default."""
+    for flag in flag_names():
+        params = list(declarations(flag).values())
+        kinds = {(p.type, p.metavar) for p in params}
+        assert len(kinds) == 1, f'the methods declare --{flag} with other types'
+        kind, metavar = kinds.pop()
+        if kind is None:
+            group.add_argument(f'--{flag}', action='store_true', default=None, help=method_flag_help(flag))
+        else:
+            group.add_argument(f'--{flag}', default=None, type=kind, metavar=metavar, help=method_flag_help(flag))
 
 
 def build_parser():
@@ -108,15 +121,12 @@ def build_parser():
     p.add_argument('--quiet', action='store_true', help='no progress bars (log lines and summaries still print)')
 
     g = p.add_argument_group('training')
-    g.add_argument('--method', default='macer', choices=METHODS,
-                   help='macer (Zhai et al.), gaussian (Cohen et al.: noise augmentation), smoothadv (Salman et al.), '
-                        'stability (Li et al.\'s stability training), consistency (Jeong and Shin) or smoothmix '
-                        '(Jeong et al.): one loop, one step each (docs/METHOD.md)')
+    g.add_argument('--method', default=DEFAULT_METHOD, choices=list(METHODS),
+                   help='; '.join(f'{m.name}: {m.summary}' for m in METHODS.values()) +
+                        ' (one loop, one step each: docs/METHOD.md)')
     g.add_argument('--epochs', default=440, type=positive_int, help='number of training epochs')
     g.add_argument('--batch_size', default=64, type=positive_int,
                    help='distinct images per optimiser step (each is used in k or m noisy copies)')
-    g.add_argument('--gauss_num', default=None, type=positive_int,
-                   help='k, noisy copies per image (default: 16 for macer, 1 for gaussian)')
     g.add_argument('--lr', default=0.01, type=positive_float, help='initial learning rate of SGD')
     g.add_argument('--momentum', default=0.9, type=momentum_type, help='SGD momentum')
     g.add_argument('--weight_decay', default=5e-4, type=nonneg_float, help='SGD weight decay')
@@ -127,43 +137,7 @@ def build_parser():
                    help='when the schedule steps: end (after each epoch, so epochs 1-200 train at the first rate '
                         'with milestone 200) or start (before each epoch, as the public MACER code: epoch 200 '
                         'already trains at the lower rate). The default is end')
-    g.add_argument('--lbd', default=None, type=nonneg_float,
-                   help='lambda: the weight of MACER\'s robustness term, of Stability training\'s stability term, of '
-                        f'Consistency\'s KL term ({defaults_text("lbd")})')
-    g.add_argument('--lbd_after', default=0, type=nonneg_int,
-                   help='lambda is 0 for the first LBD_AFTER epochs, then --lbd (the "dynamic" lambda of sigma 1.00: '
-                        'the first lr milestone)')
-    g.add_argument('--gamma', default=8.0, type=positive_float, help='MACER hinge on xi (radius sigma * gamma / 2)')
-    g.add_argument('--num_noise_vec', default=1, type=positive_int,
-                   help='m, noise draws per image: SmoothAdv (shared by the attack and the training step), Consistency '
-                        '(its copies; the authors\' default 1 leaves only the entropy term, their runs use 2 or 4), '
-                        'SmoothMix (shared by the attack, the clean and the mixed copies)')
-    g.add_argument('--epsilon', default=None, type=radius_type,
-                   help='SmoothAdv, and Consistency with --adv_training: L2 radius of the attack in pixel units of '
-                        '[0, 1] images; A/B is accepted (Salman et al. and Jeong and Shin give it in 1/256 units: '
-                        f'their 64 is 64/256 = 0.25) ({defaults_text("epsilon")})')
-    g.add_argument('--num_steps', default=None, type=positive_int,
-                   help=f'attack steps T of SmoothAdv, of Consistency with --adv_training and of SmoothMix '
-                        f'({defaults_text("num_steps")})')
-    g.add_argument('--warmup', default=None, type=positive_int,
-                   help='epochs over which SmoothAdv\'s epsilon (and Consistency\'s with --adv_training) grows linearly '
-                        'to --epsilon, and SmoothMix\'s eta and one-step radius to theirs '
-                        f'({defaults_text("warmup")})')
-    g.add_argument('--eta', default=None, type=nonneg_float,
-                   help=f'Consistency: weight of the entropy term; SmoothMix: weight of the mixup term '
-                        f'({defaults_text("eta")})')
-    g.add_argument('--adv_training', action='store_true',
-                   help='Consistency on SmoothAdv points (Jeong and Shin\'s --adv-training): their PGD attack of '
-                        '--num_steps steps in the --epsilon ball, on the same m noise draws')
-    g.add_argument('--step_size', default=1.0, type=distance,
-                   help='SmoothMix: alpha, the L2 length of each attack step in pixel units (the attack reaches up '
-                        'to --num_steps x alpha from the image)')
-    g.add_argument('--mix_step', default=0, type=nonneg_int,
-                   help='SmoothMix: the attack step whose point is the clean end of the mixup: 0 (the default), the '
-                        'image (SmoothMix); 1, the one-step adversary (within alpha of the image, less during warm-up)')
-    g.add_argument('--maxnorm', default=None, type=distance,
-                   help='SmoothMix: keep the attack within this L2 distance of the image (the authors\' restriction '
-                        'study; default: unbounded, as every published run)')
+    add_method_flags(g)
     g.add_argument('--workers', default=None, type=nonneg_int,
                    help='data-loading processes (default: 0 for digits, else 4 or the number of CPU cores if fewer)')
     g.add_argument('--save_every', default=1, type=positive_int,
@@ -186,7 +160,8 @@ def build_parser():
     g.add_argument('--skip', default=1, type=positive_int, help='certify test images start_img, start_img + skip, ...')
     g.add_argument('--N0', default=100, type=positive_int, help='noisy samples that choose the class')
     g.add_argument('--N', default=100000, type=positive_int, help='noisy samples that bound its probability')
-    g.add_argument('--alpha', default=0.001, type=alpha_type, help='failure probability of each certificate')
+    g.add_argument('--alpha', default=0.001, type=checked(check_alpha, 'a number strictly between 0 and 1/2'),
+                   help='failure probability of each certificate')
     g.add_argument('--certify_batch', default=1000, type=positive_int, help='noisy samples per forward pass')
     g.add_argument('--mode', default=None, choices=MODE_CHOICES,
                    help='hard (Clopper-Pearson), soft (Bernstein) or both (default: both for --task test, hard '
@@ -196,6 +171,9 @@ def build_parser():
                         'probability below 1/2 (saves the N samples; every certificate issued is the standard one; '
                         'docs/METHOD.md). Hard mode decides with a few hundred; soft and both need about 1000. '
                         '0 (the default) is the standard protocol')
+    g.add_argument('--split', default='test', choices=('test', 'train'),
+                   help='--task test: the images certified: the test set, or the training set (without augmentation: '
+                        'the smoothed predictions CAT-RS trains towards, from the selection votes of --N0 draws)')
     g.add_argument('--name', default=None, type=file_name,
                    help='--task test: name of the result files in --matdir (default: the checkpoint\'s epoch, as '
                         'the original); certifications during training are named by their epoch')
@@ -231,7 +209,7 @@ def check_flags_apply(args):
     is accepted and then ignored would leave the user believing it applied."""
     given_ = args._given
     if args.task == 'test':
-        used = sorted(f for f in given_ if f in TRAINING_FLAGS)
+        used = sorted(f for f in given_ if f in training_flags())
         if used:
             raise UsageError(f'--{used[0]} is a training flag; --task test certifies a checkpoint and does not use '
                              f'it: leave it out')
@@ -239,18 +217,23 @@ def check_flags_apply(args):
     if 'name' in given_:
         raise UsageError('--name names the results of --task test; the certifications during training are named by '
                          'their epoch: leave it out')
-    if args.preset and 'method' in given_ and PRESETS[args.preset].get('method', 'macer') != args.method:
-        raise UsageError(f'--preset {args.preset} is a setting of {PRESETS[args.preset].get("method", "macer")}, '
-                         f'not of --method {args.method}: its flags are that method\'s; leave --method out, or '
-                         f'choose a preset of {args.method}')
+    if 'split' in given_:
+        raise UsageError('--split chooses the images --task test certifies; the certifications during training are of '
+                         'the test set: leave it out')
+    preset_method = PRESETS[args.preset].get('method', DEFAULT_METHOD) if args.preset else None
+    if preset_method is not None and 'method' in given_ and preset_method != args.method:
+        raise UsageError(f'--preset {args.preset} is a setting of {preset_method}, not of --method {args.method}: its '
+                         f'flags are that method\'s; leave --method out, or choose a preset of {args.method}')
+    method = METHODS[args.method]
     for flag in sorted(given_):
-        methods = METHOD_FLAGS.get(flag)
-        if methods is not None and args.method not in methods:
-            raise UsageError(f'--{flag} is a flag of {" and ".join(methods)}, not of --method {args.method}, which '
+        owners = methods_of(flag)
+        if owners and args.method not in owners:
+            raise UsageError(f'--{flag} is a flag of {" and ".join(owners)}, not of --method {args.method}, which '
                              f'would not use it: leave it out')
-        if flag in ATTACK_FLAGS and args.method == 'consistency' and not args.adv_training:
-            raise UsageError(f'--{flag} sets Consistency\'s attack, which runs only with --adv_training: add '
-                             f'--adv_training, or leave --{flag} out')
+        param = method.flags.get(flag)
+        if param is not None and param.requires is not None and not getattr(args, param.requires):
+            raise UsageError(f'--{flag} applies to {args.method} only with --{param.requires}: add '
+                             f'--{param.requires}, or leave --{flag} out')
 
 
 def resolve(args):
@@ -259,14 +242,14 @@ def resolve(args):
     args.resume_ckpt, args.ckptdir, args.matdir = given(args.resume_ckpt), given(args.ckptdir), given(args.matdir)
     args.arch = args.arch or DEFAULT_ARCH[args.dataset]
     check_fit(args.arch, args.dataset)
-    if args.gauss_num is None:
-        args.gauss_num = 16 if args.method == 'macer' else 1
-    for flag, defaults in METHOD_DEFAULTS.items():
+    method = METHODS[args.method]
+    for flag, param in method.flags.items():  # the method's defaults; another method's flags stay None
         if getattr(args, flag) is None:
-            setattr(args, flag, defaults.get(args.method, next(iter(defaults.values()))))
-    if args.task == 'train' and args.method == 'smoothmix' and args.mix_step >= args.num_steps:
-        raise UsageError(f'--mix_step {args.mix_step} must be below --num_steps {args.num_steps}: the attack has no '
-                         f'step {args.mix_step} (0 starts the mixup at the image, 1 at the one-step adversary)')
+            setattr(args, flag, param.default)
+    if args.task == 'train':
+        problem = method.check(args)
+        if problem:
+            raise UsageError(problem)
     if args.workers is None:
         # more loader processes than cores only contend for them (and make torch warn)
         args.workers = 0 if args.dataset == 'digits' else min(4, len(os.sched_getaffinity(0)))
@@ -298,17 +281,18 @@ def resolve(args):
 
 def record(args):
     """The arguments that applied to this run, for its checkpoints and result files: no training flags in a
-    certification's record, no `lbd` in a Gaussian model's, no `beta` where nothing used it, no attack flags in
-    a Consistency model's trained without --adv_training."""
+    certification's record, of a training run only its method's flags that applied
+    (`methods.base.Method.flags_applying`: no `lbd` in a Gaussian model's, no attack flags in a Consistency
+    model's trained without --adv_training), no `beta` where nothing used it."""
+    method = METHODS[args.method]
+    applying = set(method.flags_applying(args))
     out = {}
     for key, value in vars(args).items():
-        if key.startswith('_') or (args.task == 'test' and key in TRAINING_FLAGS) or \
+        if key.startswith('_') or (args.task == 'test' and key in training_flags()) or \
                 (args.task == 'train' and key in TEST_FLAGS) or \
-                (args.task == 'train' and args.method not in METHOD_FLAGS.get(key, METHODS)) or \
-                (args.task == 'train' and args.method == 'consistency' and key in ATTACK_FLAGS and
-                 not args.adv_training):
+                (args.task == 'train' and methods_of(key) and key not in applying):
             continue
-        if key == 'beta' and args.mode == 'hard' and not (args.task == 'train' and args.method == 'macer'):
+        if key == 'beta' and args.mode == 'hard' and not (args.task == 'train' and method.uses_beta):
             continue
         if key in PLUMBING_FLAGS and not (key == 'deterministic' and value):
             continue  # a run's record keeps --deterministic when it was set, never the timeout

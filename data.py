@@ -84,20 +84,24 @@ def transforms_for(dataset, split):
     return T.ToTensor()
 
 
-def get_dataset(dataset, root, split, download=True):
-    """The `split` ('train' or 'test') of `dataset`, images in [0, 1]; a UsageError when absent."""
+def get_dataset(dataset, root, split, download=True, augment=None):
+    """The `split` ('train' or 'test') of `dataset`, images in [0, 1]; a UsageError when absent. `augment`: the
+    training augmentation (default: for the training split only; False gives the training images as the test
+    transform gives test images, as a certification of the training set reads them)."""
     if dataset not in DATASETS:
         raise UsageError(f'unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
     if split not in ('train', 'test'):
         raise ValueError(split)
     if dataset == 'digits':
         return digits(split)
+    transform = transforms_for(dataset, split if augment is None or split == 'test' else
+                               ('train' if augment else 'test'))
     if dataset == 'imagenet':
-        return _imagenet(root, split)
-    return _torchvision(dataset, root, split, download)
+        return _imagenet(root, split, transform)
+    return _torchvision(dataset, root, split, download, transform)
 
 
-def _torchvision(dataset, root, split, download):
+def _torchvision(dataset, root, split, download, transform):
     import torchvision.datasets as D
     cls, kwargs = {
         'mnist': (D.MNIST, {'train': split == 'train'}),
@@ -106,7 +110,6 @@ def _torchvision(dataset, root, split, download):
     }[dataset]
     folder, files = _WHERE[dataset]
     folder = folder.format(root=root.rstrip('/'))
-    transform = transforms_for(dataset, split)
     try:
         return cls(root=root, transform=transform, download=False, **kwargs)
     except RuntimeError:
@@ -127,7 +130,7 @@ def _torchvision(dataset, root, split, download):
         socket.setdefaulttimeout(previous)
 
 
-def _imagenet(root, split):
+def _imagenet(root, split, transform):
     import torchvision.datasets as D
     folder = os.path.join(root, 'train' if split == 'train' else 'val')
     if not os.path.isdir(folder):
@@ -135,7 +138,7 @@ def _imagenet(root, split):
                          f'put the ILSVRC2012 {"train" if split == "train" else "val"} images there, '
                          f'one folder per class (ROOT/train/n01440764/*.JPEG, ROOT/val/n01440764/*.JPEG)')
     try:
-        return D.ImageFolder(folder, transform=transforms_for('imagenet', split))
+        return D.ImageFolder(folder, transform=transform)
     except (FileNotFoundError, OSError) as e:
         raise UsageError(f'imagenet: {folder} holds no class folders with images ({first_line(e)}); '
                          f'put one folder of images per class there') from None
@@ -147,6 +150,21 @@ def sample_seed(seed, epoch, index):
     reads the image, nor on what any random-number generator has drawn before."""
     digest = hashlib.blake2b(f'{seed}/{epoch}/{index}'.encode(), digest_size=8).digest()
     return int.from_bytes(digest, 'little')
+
+
+class Indexed(Dataset):
+    """`dataset` with each image's index beside it, (image, label, index): for a method that reads per-image data
+    (CAT-RS's smoothed predictions). Reading an image draws what `dataset[i]` draws, nothing more."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, label = self.dataset[index]
+        return image, label, index
 
 
 class EpochSamples(Dataset):
@@ -202,7 +220,7 @@ class EpochSampler(Sampler):
         return len(self.order)
 
 
-def training_loader(dataset, *, batch_size, workers, seed, rank=0, world=1, pin_memory=False):
+def training_loader(dataset, *, batch_size, workers, seed, rank=0, world=1, pin_memory=False, with_index=False):
     """Shuffled minibatches of the training set for rank `rank` of a job of `world` processes: returns
     `(loader, sampler)`; call `sampler.set_epoch(epoch)` before each epoch when `sampler` is not None.
 
@@ -213,7 +231,10 @@ def training_loader(dataset, *, batch_size, workers, seed, rank=0, world=1, pin_
     over enters an image. With `workers` == 0 the loader is the one of version 1.0 (RandomSampler, or
     DistributedSampler under torchrun): it shuffles and augments with the main process's generators,
     which the checkpoint restores too, and keeps the numbers of earlier runs (the shipped demo's).
+    `with_index`: each batch is (images, labels, indices) (`Indexed`).
     """
+    if with_index:
+        dataset = Indexed(dataset)
     if workers > 0:
         sampler = EpochSampler(dataset, seed, rank, world)
         # the loader draws its workers' base seed from this generator, not from the main process's

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from checkpoint import state_digest
-from cli import DEFAULT_SIGMA
 from data import NUM_CLASSES, get_dataset, labels_of
 from model import input_layer_of
 from plumbing.devices import cpu_name, gpu_model
@@ -24,19 +23,19 @@ from plumbing.locks import FolderLock
 from rs.certify import certify_dataset
 from rs.results import format_summary
 from rs.runfiles import ResultFiles, read_record
-from rs.stats import modes_of
+from rs.stats import DEFAULT_SIGMA, modes_of
 
 
-def test_indices(size, start, num, skip, dataset):
+def test_indices(size, start, num, skip, dataset, split='test'):
     """The test images certified: start, start + skip, ..., num of them, all inside the test set."""
     if start >= size:
-        raise UsageError(f'--start_img {start} is past the end of the {dataset} test set ({size} images); '
+        raise UsageError(f'--start_img {start} is past the end of the {dataset} {split} set ({size} images); '
                          f'choose --start_img below {size}')
     last = start + (num - 1) * skip
     if last >= size:
         fits = (size - 1 - start) // skip + 1
         raise UsageError(f'--start_img {start} --num_img {num} --skip {skip} reaches test image {last}, past the end '
-                         f'of the {dataset} test set ({size} images); use --num_img {fits} or less')
+                         f'of the {dataset} {split} set ({size} images); use --num_img {fits} or less')
     return list(range(start, last + 1, skip))
 
 
@@ -59,6 +58,9 @@ def certification_identity(args, model, mode, device):
                 'compile': args.compile}
     if mode == 'hard':
         del identity['beta']
+    if getattr(args, 'split', 'test') == 'train':  # only then: the identities of test-set runs stay as they were
+        identity['split'] = 'train'
+
     if device.type == 'cuda':
         identity['gpu'] = gpu_model(device)
         identity['deterministic'] = bool(args.deterministic)
@@ -117,8 +119,10 @@ class Certifier:
 
     def __init__(self, args, device, job, record):
         self.args, self.device, self.job, self.record = args, device, job, record
-        self.dataset = get_dataset(args.dataset, args.root, 'test', download=not args.no_download)
-        self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset)
+        # the training set too (CAT-RS's smoothed predictions), read as the test set is: no augmentation
+        self.split = getattr(args, 'split', 'test') or 'test'
+        self.dataset = get_dataset(args.dataset, args.root, self.split, download=not args.no_download, augment=False)
+        self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset, self.split)
         self.labels = labels_of(self.dataset)
 
     def check_run(self, run_id, epochs):

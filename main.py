@@ -50,7 +50,7 @@ def run_test(args, device, job):
         job.print('==> no --matdir: the results will be printed, not saved', flush=True)
     job.print(f'==> certifying {args.resume_ckpt} ({ckpt.kind} checkpoint, epoch {ckpt.epoch}, {args.arch}'
               f'{"" if layer == "none" else ", input layer " + layer}) on {len(certifier.indices)} {args.dataset} '
-              f'test images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}'
+              f'{certifier.split} images, sigma {args.sigma}, N0 {args.N0}, N {args.N}, alpha {args.alpha}, mode {args.mode}'
               f'{f", early abstention M {args.early_abstain}" if args.early_abstain else ""}, device {device}',
               flush=True)
     about = {'path': args.resume_ckpt, 'kind': ckpt.kind, 'epoch': ckpt.epoch, 'input_layer': layer,

@@ -1,7 +1,7 @@
 """The paper's training settings by name: `--preset NAME` sets these flags; a flag given on the
 command line wins. One entry per training row of the MACER paper's tables (docs/METHOD.md,
 "Published numbers"), the MNIST, SVHN, ImageNet and 150-epoch runs, the Cohen and Salman rows of
-each data set, the Cifar-10 rows of Stability training, Consistency regularization and SmoothMix as
+each data set, the Cifar-10 rows of Stability training, Consistency regularization, SmoothMix and CAT-RS as
 their authors ran them, plus the `digits` settings of the demo and the studies.
 
 Every value the paper (or, for the baselines, their authors' code) does not state is listed in
@@ -127,6 +127,17 @@ for _s in ('0.25', '0.50', '1.00'):
             _JEONG, method='smoothmix', sigma=float(_s), num_noise_vec=2, num_steps=4, step_size=_SMOOTHMIX_ALPHA[_s],
             eta=5.0, mix_step=_mix_step, warmup=10, batch_size=128)
 
+# CAT-RS (alinlab/smoothing-catrs@d4bc576e EXPERIMENTS.MD): ResNet-110 behind Cohen's normalisation, 150 epochs as the
+# other Jeong et al. rows (StepLR(50) stepped after each epoch: the rate falls after epochs 51 and 101), m = 4 noise
+# draws, the attack on the noise of radius 256/256 = 1.0 in T = 4 steps, lambda 0.5 / 1.0 / 2.0; their loader batch of
+# 256 is cut into m chunks of 64, one optimiser step each: --batch_size 64 here. No --confidence_mask (their Cifar
+# runs draw on the network's own votes) and no doubling of the radius. The KL target, the smoothed predictions of a
+# Gaussian model on the training set, is a file of the user's: --smoothed_predictions (docs/METHOD.md, "CAT-RS")
+_CATRS_LAMBDA = {'0.25': 0.5, '0.50': 1.0, '1.00': 2.0}
+for _s in ('0.25', '0.50', '1.00'):
+    PRESETS[f'cifar10-catrs-{_s}'] = dict(_JEONG, method='catrs', sigma=float(_s), num_noise_vec=4, epsilon=1.0,
+                                          num_steps=4, lbd=_CATRS_LAMBDA[_s], batch_size=64)
+
 _IMAGENET_MACER_UNSTATED = {
     'lbd': 'not in the accessible text; 6, as a MACER-derived re-implementation',
     'batch_size': 'not stated; 256 images (x k = 2 copies) per step, the usual ImageNet batch for lr 0.1',
@@ -177,6 +188,9 @@ for _sigma in (0.25, 0.50):
                                                lbd=_CONSISTENCY_LAMBDA[_s], eta=0.5)
     PRESETS[f'digits-smoothmix-{_s}'] = dict(_DIGITS, method='smoothmix', sigma=_sigma, num_noise_vec=2, num_steps=4,
                                              step_size=_SMOOTHMIX_ALPHA[_s], eta=5.0, mix_step=0, warmup=10)
+    # CAT-RS with its Cifar-10 values of the same sigma (m = 4, T = 4, radius 1.0): their cost here is about SmoothMix's
+    PRESETS[f'digits-catrs-{_s}'] = dict(_DIGITS, method='catrs', sigma=_sigma, num_noise_vec=4, epsilon=1.0, num_steps=4,
+                                         lbd=_CATRS_LAMBDA[_s])
 
 
 def not_stated(name):

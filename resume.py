@@ -5,7 +5,7 @@ The folder (--ckptdir) holds one run: `latest.pth`, the numbered `EPOCH.pth` of 
 `plumbing.records`', which `visualize/` reads without torch). Each run has an identity
 (`run_id`, written in its checkpoints); the folder is never written by another run, or by this run
 resumed from an earlier epoch than the folder holds. A checkpoint resumes a run only when its
-arguments that make the run what it is (`IDENTITY`) are the same (`check_resumable`). This module
+arguments that make the run what it is (`identity_flags`) are the same (`check_resumable`). This module
 writes the training half of a checkpoint (optimiser, scheduler, gradient scaler, every rank's RNG
 state, the device) in `RunFolder.save` and reads it back in `restore`; `checkpoint.py` reads and
 writes the rest of the format.
@@ -22,6 +22,7 @@ import torch
 
 import checkpoint
 from data import NUM_CLASSES
+from methods import METHODS, flag_names
 from model import build_model
 from plumbing.devices import device_record
 from plumbing.errors import UsageError, first_line
@@ -31,12 +32,12 @@ from plumbing.records import (LATEST, LOCK_NAME, LOG_NAME, checkpoint_values, di
                               run_identity)
 from plumbing.rng import rng_state, set_rng_state
 
-# the arguments that make a run what it is: resuming with any of them changed would silently
-# train a different model, so it is refused (--epochs, the certification and I/O flags may change)
-IDENTITY = ('method', 'dataset', 'arch', 'input_layer', 'sigma', 'lbd', 'lbd_after', 'gamma', 'beta', 'gauss_num',
-            'num_noise_vec', 'epsilon', 'num_steps', 'warmup', 'eta', 'adv_training', 'step_size', 'mix_step', 'maxnorm',
-            'batch_size', 'lr', 'momentum', 'weight_decay', 'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
-
+def identity_flags():
+    """The arguments that make a run what it is: resuming with any of them changed would silently train a
+    different model, so it is refused (--epochs, the certification and I/O flags may change); with every
+    method's own flags (`methods`, read when asked: a method added to the table counts)."""
+    return ('method', 'dataset', 'arch', 'input_layer', 'sigma', 'beta', *flag_names(), 'batch_size', 'lr',
+            'momentum', 'weight_decay', 'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
 
 
 def run_id_of(ckpt):
@@ -177,8 +178,9 @@ def check_resumable(ckpt, args):
         if 'normalize' in theirs:
             theirs.setdefault('input_layer', 'normalize' if theirs['normalize'] else 'none')
         theirs.setdefault('lr_step', 'end')  # the only schedule order there was
-    mine = {k: getattr(args, k) for k in IDENTITY}
-    differ = differences(theirs, mine, keys=[k for k in IDENTITY if k in theirs], prefix='--')
+    keys = identity_flags()
+    mine = {k: getattr(args, k, None) for k in keys}
+    differ = differences(theirs, mine, keys=[k for k in keys if k in theirs], prefix='--')
     if differ:
         raise UsageError(f'{ckpt.path} was trained with other arguments ({differ}); resume with the same '
                          f'arguments (--epochs may grow), or start a new run in another --ckptdir')
@@ -281,8 +283,8 @@ class Run:
     ckpt: object
 
 
-def start_run(args, ckpt, device, job):
-    """A new run (seeded by --seed) or the resumed one, on `device`."""
+def start_model(args, ckpt, device, job):
+    """A new run's network (seeded by --seed), or the resumed one's, on `device`."""
     num_classes = NUM_CLASSES[args.dataset]
     stats = args.dataset if args.input_layer != 'none' else None
     if ckpt is None:
@@ -294,28 +296,22 @@ def start_run(args, ckpt, device, job):
             torch.manual_seed(args.seed + 1000003 * job.rank)  # each rank its own noise
     else:
         model = checkpoint.fit_model(ckpt, args.arch, num_classes, f'--dataset {args.dataset}', args.input_layer)
-    model.to(device)
-    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=args.lr_factor)
-    history = [] if ckpt is None else restore(ckpt, optimizer, scheduler, scaler, job, args, device)
+    return model.to(device)
+
+
+def run_id_for(ckpt, job):
+    """The identity of the run: a resumed project checkpoint's, else a new one (also when the run continues the
+    weights of the MACER code's checkpoint)."""
     if ckpt is not None and ckpt.kind == 'project':
-        run_id = run_id_of(ckpt)
-    else:  # a new run, also when it continues the weights of the MACER code's checkpoint
-        run_id = job.on_main(lambda: uuid.uuid4().hex)
-    return Run(model, optimizer, scheduler, scaler, run_id, history, 0 if ckpt is None else ckpt.epoch, ckpt)
+        return run_id_of(ckpt)
+    return job.on_main(lambda: uuid.uuid4().hex)
 
 
 def diverged_advice(args):
-    """What to do when training diverged: which checkpoint is kept, and which flags to lower."""
+    """What to do when training diverged: which checkpoint is kept, and which flags to lower (--lr, and those of
+    the method that scale its loss or its attack, `methods.base.Method.scaling`)."""
     latest = os.path.join(args.ckptdir, LATEST) if args.ckptdir else None
-    # the flags of the method that scale its loss or its attack: the ones to lower besides the learning rate
-    scaling = {'macer': ('lbd',), 'stability': ('lbd',), 'consistency': ('lbd', 'eta'),
-               'smoothadv': ('epsilon',), 'smoothmix': ('step_size', 'eta')}.get(args.method, ())
-    if args.method == 'consistency' and args.adv_training:
-        scaling += ('epsilon',)
+    scaling = METHODS[args.method].scaling(args)
     fix = 'lower ' + ' or '.join([f'--lr (now {args.lr})'] + [f'--{f} (now {getattr(args, f)})' for f in scaling])
     if latest and os.path.exists(latest):
         # a run resumes only with its own arguments: other ones make a new run, in a folder of its own

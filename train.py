@@ -1,43 +1,35 @@
-"""Training: MACER (Algorithm 1) and the methods it is compared with (Gaussian augmentation, SmoothAdv, Stability
-training, Consistency regularization, SmoothMix) behind one loop.
+"""Training: one loop for every method of the table (`methods/`: MACER, Algorithm 1, and the methods it is
+compared with).
 
-Top to bottom: the schedules of the hyper-parameters, one training step of any method
-(`training_step`), one epoch (`train_one_epoch`), and the loop (`run_training`): per epoch the
-learning-rate step, a log line, a checkpoint and, on the certification schedule, a certification of
-the model in hard mode. The run's folder, its checkpoints and how a run starts or resumes are in
+Top to bottom: one training step of any method (`training_step`: the noise, then the method's step), one epoch
+(`train_one_epoch`), the optimiser, schedule and scaler (`optimization`), and the loop (`run_training`): per
+epoch the learning-rate step, a log line, a checkpoint and, on the certification schedule, a certification of
+the model in hard mode. The run's folder, its checkpoints and how a resumed run's state is put back are in
 `resume.py` (one run per folder, one process at a time; checkpoints hold everything needed to continue
 exactly and are written atomically).
 
 Where the randomness comes from, so that a resumed run continues bit for bit (on the same device model):
-the training noise (and SmoothAdv's random directions, SmoothMix's mixing coefficients) from the main process's generator on the training
-device, which the checkpoint restores; the shuffle and the augmentation from (--seed, epoch, rank, world)
-alone when loader workers read the data (`data.training_loader`), else from the main process's CPU
-generator, restored too.
+the training noise (and the attacks' random directions, SmoothMix's mixing coefficients, CAT-RS's binomial
+draws) from the main process's generator on the training device, which the checkpoint restores; the shuffle
+and the augmentation from (--seed, epoch, rank, world) alone when loader workers read the data
+(`data.training_loader`), else from the main process's CPU generator, restored too.
 """
 import math
 import re
 import sys
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 import checkpoint
-from baselines import consistency_loss, gaussian_loss, smoothadv_attack, smoothmix_attack, smoothmix_loss, \
-    soft_pgd, stability_loss
 from data import INPUT_SHAPE, get_dataset, training_loader
-from macer import hinge_kept, macer_loss
+from methods import METHODS
 from plumbing.devices import Runner
-from rs.core import device_memory, out_of_memory
 from plumbing.errors import UsageError, first_line
-from resume import RunFolder, check_resumable, device_note, diverged_advice, start_run
-
-METHODS = ('macer', 'gaussian', 'smoothadv', 'stability', 'consistency', 'smoothmix')
-# the methods that draw m noise copies per image with --num_noise_vec (MACER and Gaussian: k, --gauss_num)
-M_COPIES = ('smoothadv', 'consistency', 'smoothmix')
+from resume import Run, RunFolder, check_resumable, device_note, diverged_advice, restore, run_id_for, start_model
+from rs.core import device_memory, out_of_memory
 
 
 class Diverged(UsageError):
@@ -48,111 +40,39 @@ class StepTooLarge(UsageError):
     """A training step does not fit in the device's memory."""
 
 
-def lambda_at(epoch, lbd, lbd_after):
-    """lambda of epoch `epoch` (1-based): 0 for the first `lbd_after` epochs, then `lbd` (the "dynamic" lambda)."""
-    return 0.0 if epoch <= lbd_after else lbd
-
-
-def epsilon_at(epoch, epsilon, warmup):
-    """SmoothAdv's attack radius in epoch `epoch` (1-based): min(eps, epoch * eps / warmup) (docs/METHOD.md)."""
-    return min(epsilon, epoch * epsilon / warmup)
-
-
-def warmup_at(epoch, warmup):
-    """SmoothMix's warm-up factor in epoch `epoch` (1-based): min(1, epoch / warmup), their
-    min(1, (epoch + 1) / warmup) of a 0-based epoch; it scales eta and the one-step adversary's radius."""
-    return min(1.0, epoch / warmup)
-
-
 def is_cert_epoch(epoch, cert_from, cert_every):
     """The public code's schedule, generalised: epochs cert_from, cert_from + cert_every, ..."""
     return epoch >= cert_from and (epoch - cert_from) % cert_every == 0
 
 
+def hyper_of(method, args, epoch, prepared=None):
+    """The hyper-parameters of epoch `epoch` (1-based) for `method`'s step: the method's own (`Method.hyper`), and
+    the noise: sigma and k, the noisy copies of each image."""
+    hyper = method.hyper(args, epoch)
+    hyper.sigma, hyper.k, hyper.prepared = args.sigma, method.copies_of(args), prepared
+    return hyper
 
 
-@dataclass(frozen=True)
-class StepArgs:
-    """The hyper-parameters of one training step of `method` (those of the current epoch)."""
-    method: str
-    sigma: float
-    k: int               # noisy copies per image: MACER's k, Gaussian's copies, the m of SmoothAdv, Consistency, SmoothMix
-    lbd: float = 0.0     # MACER: lambda of this epoch; Stability, Consistency: lambda
-    gamma: float = 8.0   # MACER: hinge on xi
-    beta: float = 16.0   # MACER: inverse temperature of the robustness term
-    epsilon: float = 0.0  # SmoothAdv, Consistency's SmoothAdv points: attack radius of this epoch (pixel units)
-    num_steps: int = 0   # SmoothAdv, Consistency's SmoothAdv points, SmoothMix: attack steps
-    eta: float = 0.0     # Consistency: entropy weight; SmoothMix: mixup weight of this epoch (eta x warm-up)
-    adv: bool = False    # Consistency: on SmoothAdv points (--adv_training)
-    step_size: float = 0.0  # SmoothMix: the attack's step alpha (pixel units)
-    mix_step: int = 0    # SmoothMix: the attack step that starts the mixup (0: the image)
-    maxnorm: Optional[float] = None  # SmoothMix: the attack's L2 bound (None: unbounded)
-    warmup_factor: float = 1.0  # SmoothMix: min(1, epoch / warmup), scales the one-step adversary's radius
-
-    @classmethod
-    def of_epoch(cls, args, epoch):
-        k = {'stability': 1}.get(args.method, args.num_noise_vec if args.method in M_COPIES else args.gauss_num)
-        w = warmup_at(epoch, args.warmup) if args.method == 'smoothmix' else 1.0
-        # --lbd_after is MACER's ("dynamic" lambda); every other method weighs its term by --lbd throughout
-        lbd = lambda_at(epoch, args.lbd, args.lbd_after) if args.method == 'macer' else args.lbd
-        return cls(args.method, args.sigma, k, lbd, args.gamma, args.beta,
-                   epsilon_at(epoch, args.epsilon, args.warmup), args.num_steps, eta=args.eta * w,
-                   adv=args.method == 'consistency' and args.adv_training, step_size=args.step_size,
-                   mix_step=args.mix_step, maxnorm=args.maxnorm, warmup_factor=w)
+def step_setup(name, sigma, epoch=1, **flags):
+    """(method, hyper-parameters of `epoch`) for method `name` with `flags` (its own; the others take the method's
+    defaults), outside a run: for the tests and the benchmarks, which call `training_step` directly."""
+    from types import SimpleNamespace
+    method = METHODS[name]
+    unknown = set(flags) - set(method.flags) - {'beta'}
+    assert not unknown, f'{name} has no flags {unknown}'
+    args = SimpleNamespace(sigma=sigma, beta=flags.pop('beta', 16.0),
+                           **{f: flags.get(f, p.default) for f, p in method.flags.items()})
+    return method, hyper_of(method, args, epoch)
 
 
-def training_step(model, x, y, step):
-    """One minibatch of any method: returns `(loss, classification, robustness, logits [n, k, C],
-    random_directions)`.
-
-    MACER: k noisy copies, `macer_loss`. Gaussian: k copies (1 by default), cross-entropy.
-    SmoothAdv: m noise draws, the PGD attack on them, then cross-entropy on x_adv + d_1..d_m with
-    the same draws; `random_directions` counts the attack's steps that took a random direction for
-    want of a gradient (0 for the other methods; a 0-dim tensor on the device).
-    Stability: f(x), then f(x + d) (two forward passes in train mode, in the authors' order: BatchNorm
-    sees the clean batch, then the noisy one), `stability_loss`. Consistency: m copies,
-    `consistency_loss`; with `step.adv` on the points of `soft_pgd` (radius epsilon, steps of
-    2 epsilon / T, the mean objective: their --adv-training) with the same draws. SmoothMix: m draws
-    shared by `smoothmix_attack` and both forward passes (the copies of the mixup's clean end x_start, which is
-    x unless --mix_step 1, then the mixed ones), a mixing coefficient per image from U(0, 1/2) (drawn after
-    the noise), `smoothmix_loss`.
-    `logits` are those of the noisy copies of the images the classification term is on (for the
-    training accuracy). `step`: a `StepArgs`.
-    """
+def training_step(model, x, y, method, hyper, batch=()):
+    """One minibatch of `method`: the noise d [n, k, C, H, W] ~ N(0, sigma^2 I), drawn on the device before
+    anything else (no host-side tensor of n * k images; the order every method's randomness keeps), then the
+    method's step (`methods.base.Method.step`), which returns a `methods.base.Step`. `batch`: what else the
+    loader gave, for a method that reads per-image data (the images' indices)."""
     n = x.shape[0]
-    # noise is drawn on the device: no host-side tensor of n * k images
-    noise = torch.randn((n, step.k, *x.shape[1:]), device=x.device, dtype=x.dtype).mul_(step.sigma)
-    random_directions = torch.zeros((), dtype=torch.int64, device=x.device)
-
-    def noisy(images):
-        return model((images.unsqueeze(1) + noise).flatten(0, 1)).view(n, step.k, -1)
-    if step.method == 'smoothadv':
-        x, random_directions = smoothadv_attack(model, x, y, noise, epsilon=step.epsilon, num_steps=step.num_steps)
-    if step.method == 'consistency' and step.adv and step.epsilon > 0:
-        x, _ = soft_pgd(model, x, y, noise, step_size=2.0 * step.epsilon / step.num_steps, num_steps=step.num_steps,
-                        maxnorm=step.epsilon, per_image_mean=True)
-    if step.method == 'stability':
-        clean = model(x)
-        logits = noisy(x)
-        parts = stability_loss(clean, logits, y, lbd=step.lbd)
-    elif step.method == 'smoothmix':
-        lam = torch.rand(n, device=x.device, dtype=x.dtype).div_(2)
-        x_start, x_adv = smoothmix_attack(model, x, y, noise, step_size=step.step_size, num_steps=step.num_steps,
-                                          mix_step=step.mix_step, warmup_factor=step.warmup_factor,
-                                          maxnorm=step.maxnorm)
-        logits = noisy(x_start)  # the clean side: x itself, or the one-step adversary (their code's `inputs`)
-        lam_ = lam.view(-1, *[1] * (x.dim() - 1))
-        mixed = noisy((1 - lam_) * x_start + lam_ * x_adv)
-        parts = smoothmix_loss(logits, mixed, y, lam, eta=step.eta)
-    else:
-        logits = noisy(x)
-        if step.method == 'macer':
-            parts = macer_loss(logits, y, sigma=step.sigma, lbd=step.lbd, gamma=step.gamma, beta=step.beta)
-        elif step.method == 'consistency':
-            parts = consistency_loss(logits, y, lbd=step.lbd, eta=step.eta)
-        else:
-            parts = gaussian_loss(logits, y)
-    return (*parts, logits, random_directions)
+    noise = torch.randn((n, hyper.k, *x.shape[1:]), device=x.device, dtype=x.dtype).mul_(hyper.sigma)
+    return method.step(model, x, y, noise, hyper, batch)
 
 
 def optimizer_step(optimizer, scaler, loss):
@@ -182,79 +102,86 @@ def step_figures(grad_norm, scaler):
     return (torch.where(finite, grad_norm.double(), 0.0), finite.double(), skipped.double())
 
 
-def train_one_epoch(model, loader, optimizer, scaler, step, *, epoch, epochs, device, job, progress=True):
-    """One pass over `loader` with the hyper-parameters `step` (`StepArgs`); returns the epoch's figures.
+# the figures every step adds to the epoch's sums, before the method's own (`methods.base.Method.figures`): the
+# classification and robustness losses (times the images), the noisy copies classified right, the non-finite
+# losses, the gradient norms of the steps taken, the steps taken, the steps the fp16 scaler skipped
+FIGURES = ('classification', 'robustness', 'correct', 'nonfinite', 'grad_norm', 'taken', 'skipped')
+
+
+def train_one_epoch(model, loader, optimizer, scaler, method, hyper, *, epoch, epochs, device, job, progress=True):
+    """One pass over `loader` with `method`'s step and this epoch's hyper-parameters `hyper` (`hyper_of`); returns
+    the epoch's figures.
 
     `model` is the network as run (`plumbing.devices.Runner`); `job` sums the figures over the ranks of a
     torchrun job. Figures: per image the mean classification and robustness losses; the accuracy of
     the noisy copies; the mean gradient norm over the steps the optimiser took (None when it took none)
-    and the steps the fp16 gradient scaler skipped; SmoothAdv's random directions (`smoothadv_attack`);
-    for MACER the share of points the hinge kept. The epoch ends with every rank holding rank 0's
-    buffers (BatchNorm's running statistics), which are what a checkpoint saves and a certification uses:
-    DDP broadcasts them only when a forward pass starts, and each rank's last forward has updated its own.
+    and the steps the fp16 gradient scaler skipped; and the sums of the method's own figures (`sums`). The
+    epoch ends with every rank holding rank 0's buffers (BatchNorm's running statistics), which are what a
+    checkpoint saves and a certification uses: DDP broadcasts them only when a forward pass starts, and each
+    rank's last forward has updated its own.
     """
     model.train()
-    # running sums stay on the device; they reach the host every 20 steps and at the end (classification,
-    # robustness, correct copies, non-finite losses, gradient norms of the steps taken, steps taken, steps
-    # skipped, random directions of the attack, points kept by the hinge)
-    sums = torch.zeros(9, dtype=torch.float64, device=device)
+    names = FIGURES + method.figures
+    slot = {name: k for k, name in enumerate(names)}
+    # running sums stay on the device; they reach the host every 20 steps and at the end
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     images = copies = 0
     bar = tqdm(loader, desc=f'epoch {epoch}/{epochs}', unit='batch', leave=False,
                disable=not (progress and job.is_main), dynamic_ncols=True, file=sys.stderr)
-    for i, (x, y) in enumerate(bar, start=1):
+    for i, (x, y, *extra) in enumerate(bar, start=1):
         # non_blocking with pinned memory lets the copy overlap the previous step's compute
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         try:
-            loss, classification, robustness, logits, random_directions = training_step(model, x, y, step)
-            grad_norm = optimizer_step(optimizer, scaler, loss)
+            step = training_step(model, x, y, method, hyper, extra)
+            grad_norm = optimizer_step(optimizer, scaler, step.loss)
         except (RuntimeError, MemoryError) as e:
             if not out_of_memory(e):
                 raise
-            raise StepTooLarge(f'a training step of {x.shape[0]} images x {step.k} noisy copies does not fit in the '
+            raise StepTooLarge(f'a training step of {x.shape[0]} images x {hyper.k} noisy copies does not fit in the '
                                f'memory of {device} ({first_line(e, 160)}); lower --batch_size or '
-                               f'{copies_flag(step.method)} (the last checkpoint is kept)') from None
+                               f'{copies_flag(method)} (the last checkpoint is kept)') from None
         n = x.shape[0]
         images += n
-        copies += logits.shape[0] * logits.shape[1]
+        copies += step.logits.shape[0] * step.logits.shape[1]
         with torch.no_grad():
-            correct = (logits.argmax(dim=2) == y[:, None]).sum()
-            kept = (hinge_kept(logits, y, gamma=step.gamma, beta=step.beta).sum() if step.method == 'macer'
-                    else correct.new_zeros(()))
-            sums += torch.stack([classification.double() * n, robustness.double() * n, correct.double(),
-                                 (~torch.isfinite(loss)).double(), *step_figures(grad_norm, scaler),
-                                 random_directions.double(), kept.double()])
+            correct = (step.logits.argmax(dim=2) == y[:, None]).sum()
+            own = [step.figures[name].double() for name in method.figures]
+            sums += torch.stack([step.classification.double() * n, step.robustness.double() * n, correct.double(),
+                                 (~torch.isfinite(step.loss)).double(), *step_figures(grad_norm, scaler), *own])
         if i % 20 == 0 or i == len(loader):
             # sync point: every 20 steps, for the bar and the NaN check (summed over the ranks, so all
             # ranks stop together)
             s = sums.tolist()
-            bad = s[3] if job.world == 1 else job.all_reduce_sum(sums[3:4].clone()).item()
+            k = slot['nonfinite']
+            bad = s[k] if job.world == 1 else job.all_reduce_sum(sums[k:k + 1].clone()).item()
             if bad:
                 raise Diverged(f'the loss became NaN or infinite in epoch {epoch} (by step {i})')
-            bar.set_postfix_str(f'cl={s[0] / images:.3f} rl={s[1] / images:.3f} acc={s[2] / copies:.3f}', refresh=False)
+            bar.set_postfix_str(f'cl={s[slot["classification"]] / images:.3f} rl={s[slot["robustness"]] / images:.3f} '
+                                f'acc={s[slot["correct"]] / copies:.3f}', refresh=False)
     bar.close()
     totals = torch.cat([sums, sums.new_tensor([images, copies])])
     s = (totals if job.world == 1 else job.all_reduce_sum(totals)).tolist()  # the epoch's sync point
     job.broadcast_buffers(model)
-    figures = {'classification': s[0] / s[9], 'robustness': s[1] / s[9], 'train_acc_noise': s[2] / s[10],
-               'grad_norm': s[4] / s[5] if s[5] else None, 'skipped_steps': int(s[6]),
-               'noisy_images': int(s[10]), 'images': int(s[9])}
-    if step.method == 'smoothadv':
-        figures['random_directions'] = int(s[7])
-    if step.method == 'macer':
-        figures['hinge_kept'] = s[8] / s[9]
-    return figures
+    total = dict(zip(names, s))
+    images, copies = s[-2], s[-1]
+    return {'classification': total['classification'] / images, 'robustness': total['robustness'] / images,
+            'train_acc_noise': total['correct'] / copies,
+            'grad_norm': total['grad_norm'] / total['taken'] if total['taken'] else None,
+            'skipped_steps': int(total['skipped']), 'noisy_images': int(copies), 'images': int(images),
+            'sums': {name: total[name] for name in method.figures}}
 
 
 def copies_flag(method):
     """The flag that sets how many noisy copies of each image a step of `method` trains on."""
-    return '--num_noise_vec' if method in M_COPIES else '--gauss_num'
+    return '--' + (method.copies or 'batch_size')
 
 
 def check_step_fits(args, device, job):
     """Refuse, before anything is read or written, a step whose noisy copies alone exceed the device's memory
     (--batch_size / W images x k or m copies): it could never run, and the allocator's error says nothing of
     which flag to lower."""
-    k = StepArgs.of_epoch(args, 1).k
+    method = METHODS[args.method]
+    k = method.copies_of(args)
     copies = args.batch_size // job.world * k
     need = copies * math.prod(INPUT_SHAPE[args.dataset]) * 4
     memory = device_memory(device)
@@ -262,7 +189,7 @@ def check_step_fits(args, device, job):
         raise UsageError(f'a training step holds {args.batch_size // job.world} images x {k} noisy copies '
                          f'({copies} {"x".join(map(str, INPUT_SHAPE[args.dataset]))} images, {need / 2 ** 30:.1f} GiB '
                          f'before any activation), more than the {memory / 2 ** 30:.1f} GiB of {device}; lower '
-                         f'--batch_size or {copies_flag(args.method)}')
+                         f'--batch_size or {copies_flag(method)}')
 
 
 def weight_norm(model):
@@ -271,11 +198,33 @@ def weight_norm(model):
         return float(torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in model.parameters()])))
 
 
-def _loader(dataset, args, device, job):
+def _loader(dataset, args, device, job, with_index=False):
     """Shuffled minibatches (`data.training_loader`); under torchrun each rank reads its own shard in
-    minibatches of --batch_size / world, so the global batch stays --batch_size."""
+    minibatches of --batch_size / world, so the global batch stays --batch_size. `with_index`: each batch holds
+    the images' indices too (a method that reads per-image data)."""
     return training_loader(dataset, batch_size=args.batch_size // job.world, workers=args.workers, seed=args.seed,
-                           rank=job.rank, world=job.world, pin_memory=device.type == 'cuda')
+                           rank=job.rank, world=job.world, pin_memory=device.type == 'cuda', with_index=with_index)
+
+
+def optimization(model, args, device):
+    """SGD with momentum and weight decay, the multi-step learning-rate schedule, and the gradient scaler of
+    fp16 (disabled in every other precision: fp16 gradients underflow without loss scaling, bf16 and fp32 need
+    none). A resumed run's state is then put back into them (`resume.restore`)."""
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones, gamma=args.lr_factor)
+    return optimizer, scheduler, scaler
+
+
+def start(args, ckpt, device, job):
+    """A new run (seeded by --seed) or the resumed one, on `device`, with its optimiser, schedule and scaler
+    (`optimization`) and, when resumed, their state and the run's history and identity (`resume.restore`)."""
+    model = start_model(args, ckpt, device, job)
+    optimizer, scheduler, scaler = optimization(model, args, device)
+    history = [] if ckpt is None else restore(ckpt, optimizer, scheduler, scaler, job, args, device)
+    return Run(model, optimizer, scheduler, scaler, run_id_for(ckpt, job), history,
+               0 if ckpt is None else ckpt.epoch, ckpt)
 
 
 def run_training(args, device, job, record, certifier):
@@ -310,7 +259,9 @@ def _train(args, device, job, record, certifier, folder):
         job.on_main(lambda: folder.check(ckpt))
     # the training set is read before anything is written
     train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
-    run = start_run(args, ckpt, device, job)
+    method = METHODS[args.method]
+    prepared = method.prepare(args, train_set) if method.prepare is not None else None
+    run = start(args, ckpt, device, job)
     job.on_main(lambda: certifier.check_run(run.run_id, [e for e in range(run.start, args.epochs + 1)
                                                          if is_cert_epoch(e, args.cert_from, args.cert_every)]))
     runner = Runner(run.model, device, args.precision, args.memory_format, args.compile, job)
@@ -322,13 +273,13 @@ def _train(args, device, job, record, certifier, folder):
         if is_cert_epoch(run.start, args.cert_from, args.cert_every):
             # finishes a certification the stop interrupted; a finished one stands as it is
             certifier.epoch(runner, run.start, pending_only=True, run_id=run.run_id)
-    loader, sampler = _loader(train_set, args, device, job)
+    loader, sampler = _loader(train_set, args, device, job, method.needs_index)
     if run.start >= args.epochs:
         job.print(f'==> nothing to train: the checkpoint is at epoch {run.start} of --epochs {args.epochs}')
         return run.model
     job.print(f'==> training {args.method} ({args.arch}, {len(train_set)} {args.dataset} images, '
-              f'batch {args.batch_size}, {"m" if args.method in M_COPIES else "k"} = '
-              f'{StepArgs.of_epoch(args, 1).k}, sigma {args.sigma}) '
+              f'batch {args.batch_size}, {"k" if method.copies == "gauss_num" else "m"} = '
+              f'{method.copies_of(args)}, sigma {args.sigma}) '
               f'on {device}{f" x {job.world} processes" if job.world > 1 else ""}, '
               f'epochs {run.start + 1}..{args.epochs}', flush=True)
     for epoch in range(run.start + 1, args.epochs + 1):
@@ -342,9 +293,9 @@ def _train(args, device, job, record, certifier, folder):
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         try:
-            figures = train_one_epoch(runner, loader, run.optimizer, run.scaler, StepArgs.of_epoch(args, epoch),
-                                      epoch=epoch, epochs=args.epochs, device=device, job=job,
-                                      progress=not args.quiet)
+            hyper = hyper_of(method, args, epoch, prepared)
+            figures = train_one_epoch(runner, loader, run.optimizer, run.scaler, method, hyper, epoch=epoch,
+                                      epochs=args.epochs, device=device, job=job, progress=not args.quiet)
         except Diverged as e:
             raise Diverged(f'{e}; {diverged_advice(args)}') from None
         seconds = time.perf_counter() - t0
@@ -355,17 +306,9 @@ def _train(args, device, job, record, certifier, folder):
                  'grad_norm': figures['grad_norm'], 'skipped_steps': figures['skipped_steps'],
                  'weight_norm': weight_norm(run.model),
                  'seconds': seconds, 'noisy_images_per_second': figures['noisy_images'] / seconds}
-        if args.method == 'macer':
-            entry['lambda'] = lambda_at(epoch, args.lbd, args.lbd_after)
-            entry['hinge_kept'] = figures['hinge_kept']
-        if args.method == 'smoothadv' or (args.method == 'consistency' and args.adv_training):
-            entry['epsilon'] = epsilon_at(epoch, args.epsilon, args.warmup)
-        if args.method == 'smoothadv':
-            entry['random_directions'] = figures['random_directions']
-        if args.method == 'smoothmix':
-            entry['eta'] = args.eta * warmup_at(epoch, args.warmup)
+        entry.update(method.log(args, epoch, hyper, figures['sums'], figures['images']))
         run.history.append(entry)
-        job.print(epoch_line(entry, args.epochs), flush=True)
+        job.print(epoch_line(entry, args.epochs, method), flush=True)
         certify_now = is_cert_epoch(epoch, args.cert_from, args.cert_every)
         if folder is not None and (epoch % args.save_every == 0 or epoch == args.epochs or certify_now):
             folder.save(args, run, epoch, certify_now, job, record, device)
@@ -374,14 +317,14 @@ def _train(args, device, job, record, certifier, folder):
     return run.model
 
 
-def epoch_line(entry, epochs):
-    """The printed line of an epoch's log record; the steps the fp16 scaler skipped and SmoothAdv's random
-    directions are named when there were any."""
+def epoch_line(entry, epochs, method=None):
+    """The printed line of an epoch's log record; the steps the fp16 scaler skipped are named when there were any,
+    and what the method says of its epoch (`methods.base.Method.line`)."""
     extra = ''
     if entry['skipped_steps']:
         extra += f'  skipped steps {entry["skipped_steps"]} (fp16 overflow)'
-    if entry.get('random_directions'):
-        extra += f'  random attack directions {entry["random_directions"]} (zero gradient)'
+    if method is not None:
+        extra += method.line(entry)
     return (f'epoch {entry["epoch"]}/{epochs}  lr {entry["lr"]:.4g}  classification {entry["classification"]:.4f}  '
             f'robustness {entry["robustness"]:.4f}  acc(noise) {entry["train_acc_noise"]:.4f}  '
             f'{entry["seconds"]:.1f}s  {entry["noisy_images_per_second"]:.0f} noisy img/s{extra}')

@@ -39,7 +39,7 @@ from plumbing.devices import Runner, cpu_name, pick_device, speed_settings  # no
 from plumbing.errors import UsageError  # noqa: E402
 from plumbing.flagtypes import HelpFormatter, Parser, nonneg_int, positive_int  # noqa: E402
 from rs.core import Smooth  # noqa: E402
-from train import StepArgs, optimizer_step, training_step  # noqa: E402
+from train import optimizer_step, step_setup, training_step  # noqa: E402
 
 NUM_CLASSES = {'lenet': 10, 'resnet110': 10, 'resnet50': 1000}
 WHAT = ('forward', 'certify', 'train-macer', 'train-gaussian', 'train-smoothadv')
@@ -133,11 +133,13 @@ def measure(name, what, setting, args, device):
             return None, 'noisy images/s'  # the public MACER code has no SmoothAdv
         return copies / timed(fn, rep, warm, device), 'noisy images/s'
     runner = runner_for(model, setting, device).train()
-    step = StepArgs(method, sigma=0.25, k=k, lbd=12.0, gamma=8.0, beta=16.0, epsilon=0.5, num_steps=args.num_steps)
+    flags = {'macer': dict(gauss_num=k, lbd=12.0, gamma=8.0, beta=16.0), 'gaussian': dict(gauss_num=k),
+             'smoothadv': dict(num_noise_vec=k, epsilon=0.5, num_steps=args.num_steps)}[method]
+    step = step_setup(method, 0.25, **flags)
     scaler = torch.amp.GradScaler(device.type, enabled='fp16' in setting)
 
     def fn():
-        optimizer_step(optimizer, scaler, training_step(runner, x, y, step)[0])
+        optimizer_step(optimizer, scaler, training_step(runner, x, y, *step).loss)
     return copies / timed(fn, rep, warm, device), 'noisy images/s'
 
 

@@ -281,19 +281,19 @@ def train_throughput(device, batch, k, steps, arch='resnet110', warmup=3):
     """Distinct images per second of MACER training steps (`arch`, fp32, channels_last), after `warmup` steps."""
     from model import ARCH_INPUT, build_model
     from plumbing.devices import Runner, speed_settings
-    from train import StepArgs, optimizer_step, training_step
+    from train import optimizer_step, step_setup, training_step
     speed_settings(device, 'fp32')
     torch.manual_seed(0)
     net = build_model(arch, 10).to(device)
     runner = Runner(net, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    step = StepArgs('macer', 0.25, k, lbd=12.0)
+    step = step_setup('macer', 0.25, gauss_num=k, lbd=12.0)
     x, y = torch.rand(batch, *ARCH_INPUT[arch], device=device), torch.randint(0, 10, (batch,), device=device)
     runner.train()
 
     def one():
-        loss = training_step(runner, x, y, step)[0]
+        loss = training_step(runner, x, y, *step).loss
         optimizer_step(optimizer, scaler, loss)
     for _ in range(warmup):
         one()

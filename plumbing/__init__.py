@@ -10,6 +10,6 @@
 - `torchrun`: one process or a rank of a torchrun job, behind one interface.
 - `rng`: the generator states of a process, saved in a checkpoint and put back on resume.
 
-Standard library only, except `devices`, `torchrun` and `rng` (torch), and `flagtypes.alpha_type`, which
-checks an alpha with `rs.stats`: `visualize/` imports no torch.
+Standard library only, except `devices`, `torchrun` and `rng` (torch): `visualize/` imports no torch. Nothing
+here imports `rs/` or `methods/` (a flag's rule that lives there reaches argparse through `flagtypes.checked`).
 """

@@ -36,18 +36,25 @@ level_type = number(float, 0.5, 1.0, low_open=True, high_open=True,
                     what='a confidence level strictly between 0.5 and 1 (0.95 for 95 %)')
 
 
-def alpha_type(text):
-    """A certificate's failure probability: strictly between 0 and 1/2, and large enough for its bounds to be
-    finite (`rs.stats.check_alpha`)."""
-    from rs.stats import check_alpha
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'must be a number strictly between 0 and 1/2, got {text!r}') from None
-    try:
-        return check_alpha(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).replace('alpha must', 'must', 1)) from None
+def checked(check, what):
+    """An argparse type from a check that returns the value or raises ValueError (`rs.stats.check_alpha`, say):
+    its message, as the flag's one-line error. So a flag's rule lives once, in the code that owns it."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'must be {what}, got {text!r}') from None
+        try:
+            return check(value)
+        except ValueError as e:
+            message = str(e)
+            for subject in ('alpha must', 'must'):
+                if message.startswith(subject):
+                    message = 'must' + message[len(subject):]
+                    break
+            raise argparse.ArgumentTypeError(message) from None
+    parse.__name__ = getattr(check, '__name__', 'value')
+    return parse
 
 
 # the largest L2 distance, in pixel units of [0, 1] images, that a flag may give: above the diameter of the

@@ -1,24 +1,20 @@
 """What a run's own files may hold: every row and statistics line read back from its logs is checked
-against the arguments that made the run (`RowLimits`), for a resume and a recomputation alike
-(`read_results`).
+against the arguments that made the run (`RowLimits`), for a resume, a recomputation and every reader alike
+(`rs.runfiles.read_results`).
 
 A log that was edited, or that other arguments wrote, is refused with one line naming the file (and
 the line or the image), never finished into the results or recomputed from. numpy and scipy only, as
 `rs.results`.
 """
 import math
-import os
-from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
 from plumbing.errors import UsageError
-from rs.results import ImageResult, Row, parse_log, read_text
+from rs.results import Row
 from rs.stats import Evidence, NoEstimate, NonFiniteCertificate, certificates, largest_radius
-from rs.statslog import parse_evidence
 
-if TYPE_CHECKING:  # rs.runfiles reads a run's files with these checks: imported for the annotations only
-    from rs.runfiles import ResultFiles
 
 
 class RowLimits:
@@ -156,72 +152,3 @@ def _sample_problem(e: Evidence, n_wanted: int, name: str) -> Optional[str]:
     if not (s * s / max(e.n, 1)) * (1 - 1e-6) - slack <= q <= s + slack:
         return f'the sum of squares {q} is not one that scores in [0, 1] summing to {s} can give'
     return None
-
-
-def read_results(files: 'ResultFiles', indices: Sequence[int], limits: RowLimits, *, parts: bool = True,
-                 without_statistics: Optional[FrozenSet[int]] = frozenset(),
-                 complete: bool = False) -> Dict[int, ImageResult]:
-    """{idx: ImageResult} of the images the logs (and the part logs) hold in full, every row and statistics
-    line checked: what a run's own files must satisfy, for a resume and a recomputation alike.
-
-    An image counts as certified when every mode has its row. Its statistics line is written first, so
-    it must have one too (`limits.statistics_problem` checks it against the rows), except the images in
-    `without_statistics` (certified by a version that kept none; None: any image, a run begun before
-    version 1.0.0). The same image twice with the same result (a job submitted twice before locks
-    existed) is one image; with different results the folder mixes two runs and is refused, as is a row
-    of an image this run does not certify, or a row outside `limits`. `complete`: every image of
-    `indices` must have its rows (a finished run); a missing one is refused, naming its log.
-    """
-    wanted = set(indices)
-    rows: Dict[str, Dict[int, Row]] = {m: {} for m in files.modes}
-    evidence: Dict[int, tuple] = {}
-    sources: List[Optional[int]] = [None, *(files.part_ranks() if parts else [])]
-    fix = 'move it away or choose another --matdir'
-    for rank in sources:
-        logs, stats = files.part(rank)
-        for m in files.modes:
-            path = logs[m]
-            if not os.path.lexists(path):
-                continue
-            for number, row in enumerate(parse_log(read_text(path, fix), path), start=2):
-                if row.idx not in wanted:
-                    raise UsageError(f'{path}, line {number}: image {row.idx} is not one this run certifies; the '
-                                     f'log belongs to another run: {fix}')
-                limits.check(row, m, path, number)
-                earlier = rows[m].get(row.idx)
-                if earlier is not None and earlier.result() != row.result():
-                    raise UsageError(f'{path}, line {number}: image {row.idx} is logged twice with different results '
-                                     f'(predict {earlier.predict} radius {earlier.radius}, then predict {row.predict} '
-                                     f'radius {row.radius}); the folder mixes two runs: {fix}')
-                rows[m].setdefault(row.idx, row)
-        if os.path.lexists(stats):
-            for idx, label, e, drawn in parse_evidence(read_text(stats, fix), stats, files.modes):
-                if idx not in wanted:
-                    raise UsageError(f'{stats}: image {idx} is not one this run certifies; the statistics belong to '
-                                     f'another run: {fix}')
-                evidence.setdefault(idx, (label, e, drawn))
-    done = {}
-    for i in indices:
-        lacking = [m for m in files.modes if i not in rows[m]]
-        if lacking:
-            if complete:
-                raise UsageError(f'{files.logs[lacking[0]]} has no row for image {i}, which the finished run '
-                                 f'certified: the log was cut or edited; restore it, or certify again into another '
-                                 f'--matdir or --name')
-            continue
-        found = {m: rows[m][i] for m in files.modes}
-        if i not in evidence:
-            if without_statistics is not None and i not in without_statistics:
-                m = files.modes[0]
-                raise UsageError(f'{files.logs[m]}: image {i} has its rows but no line in {files.stats}, which every '
-                                 f'image certified by version 1.0.0 or later has (it is written before the rows); the '
-                                 f'files were edited: {fix}')
-            done[i] = ImageResult(found)
-            continue
-        label, e, drawn = evidence[i]
-        problem = limits.statistics_problem(i, label, e, drawn, found)
-        if problem:
-            raise UsageError(f'{files.stats}: image {i}: {problem}; the files were edited or come from other '
-                             f'arguments: {fix}')
-        done[i] = ImageResult(found, e, drawn)
-    return done

@@ -22,10 +22,10 @@ from plumbing.files import file_kind, umask
 from plumbing.locks import FolderLock
 from plumbing.outputs import output_folder, text_writer, write_together
 from plumbing.records import VERSION
-from rs.checks import RowLimits, read_results
+from rs.checks import RowLimits
 from rs.results import ImageResult, Row, header_line, mat_writer, read_text, strict_json, summary
-from rs.runfiles import (ResultFiles, check_digest, images_without_statistics, read_record, run_files_in, run_indices,
-                         write_record)
+from rs.runfiles import (ResultFiles, check_digest, images_without_statistics, read_record, read_results, run_files_in,
+                         run_indices, write_record)
 from rs.stats import (BOUNDS, Evidence, NoEstimate, NonFiniteCertificate, certificates, certified_radii, check_alpha,
                       early_test_abstains, modes_of)
 

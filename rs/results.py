@@ -79,14 +79,28 @@ def read_text(path: str, fix: str) -> str:
     """A log's text; a UsageError naming the problem (a folder, a FIFO, unreadable, not UTF-8) and `fix`."""
     check_regular(path, fix, 'a result file' if str(path).endswith('.json') else 'a log')
     try:
-        with open(path, encoding='utf-8') as f:
-            return f.read()
+        data = read_bytes(path)
+        return data.decode('utf-8')
     except UnicodeDecodeError as e:
-        line = 1 + open(path, 'rb').read()[:e.start].count(b'\n')
+        line = 1 + data[:e.start].count(b'\n')
         raise UsageError(f'{path}, line {line}, holds bytes that are not text (UTF-8): it is not a log this tool '
                          f'wrote; {fix}') from None
     except OSError as e:
         raise UsageError(f'cannot read {path} ({e.strerror}); {fix}') from None
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, a `.gz` file's decompressed (the published logs are shipped compressed); a UsageError
+    for a `.gz` that is not gzip."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    if str(path).endswith('.gz'):
+        import gzip
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise UsageError(f'{path} is not a gzip file ({first_line(e)}); give the log itself or its .gz') from None
+    return data
 
 
 def parse_log(text: str, path: str) -> List[Row]:

@@ -19,9 +19,9 @@ import numpy as np
 
 from plumbing.errors import UsageError
 from plumbing.files import check_regular, sha256_of
-from rs.checks import RowLimits, read_results
-from rs.results import is_run_record, parse_log, read_mat, read_result_json, read_text, read_tsv, summary
-from rs.runfiles import ResultFiles, check_digest, images_without_statistics, run_indices
+from rs.checks import RowLimits
+from rs.results import is_run_record, parse_log, read_bytes, read_mat, read_result_json, read_text, read_tsv, summary
+from rs.runfiles import ResultFiles, check_digest, images_without_statistics, read_results, run_indices
 from rs.stats import BOUNDS, MODES, certified_radii, lower_confidence_bound, modes_of
 
 
@@ -243,6 +243,46 @@ def _checked_run(path: str, record_path: str, record: dict, asked: Optional[str]
                key='run:' + json.dumps([identity, mode], sort_keys=True, default=str))
 
 
+def selection_shares(record_path: str, dataset: str, size: int, num_classes: int) -> np.ndarray:
+    """The smoothed predictions of every training image, [size, num_classes] float64: the vote shares counts0 / N0
+    of the selection draws of a finished hard-mode certification of the whole training set of `dataset` (`--task
+    test --split train`), checked as every reader checks a run (rows against statistics, digests). CAT-RS trains
+    towards them (`methods.catrs`). A UsageError, one line naming the file, for anything else."""
+    fix = 'give the NAME.json of a certification of the training set (--task test --split train --mode hard)'
+    check_regular(record_path, fix, 'a result file')
+    record = read_result_json(record_path, fix)
+    if record is None or not is_run_record(record):
+        raise UsageError(f'{record_path} is not a result summary of this tool; {fix}')
+    identity = record['identity']
+    if identity.get('split', 'test') != 'train' or identity.get('dataset') != dataset:
+        raise UsageError(f'{record_path} certified {identity.get("dataset")} {identity.get("split", "test")} images, '
+                         f'not the {dataset} training set; {fix}')
+    if record.get('status') != 'complete':
+        raise UsageError(f'{record_path} is a run that has not finished; finish it (rerun its command) first')
+    try:
+        modes = modes_of(identity.get('mode', 'hard'))
+        indices = run_indices(identity)
+    except (ValueError, KeyError, TypeError, OverflowError):
+        raise UsageError(f'{record_path}: its identity is damaged; restore it') from None
+    if 'hard' not in modes or list(indices) != list(range(size)):
+        raise UsageError(f'{record_path} does not hold hard statistics of all {size} training images (it certified '
+                         f'{identity.get("num_img")} from {identity.get("start_img")}, mode {identity.get("mode")}); '
+                         f'{fix} with --start_img 0 --num_img {size} --skip 1')
+    folder, stem = os.path.split(record_path)
+    files = ResultFiles(folder or '.', stem[:-len('.json')], modes)
+    done = read_results(files, indices, RowLimits.of(identity, num_classes), parts=False,
+                        without_statistics=images_without_statistics(record), complete=True)
+    check_digest(files, record)
+    shares = np.zeros((size, num_classes))
+    for i in indices:
+        e = (done[i].evidence or {}).get('hard')
+        if e is None or e.counts0 is None or len(e.counts0) != num_classes:
+            raise UsageError(f'{files.stats} keeps no selection counts of training image {i}; certify the training set '
+                             f'again with this version')
+        shares[i] = np.asarray(e.counts0, dtype=np.float64) / sum(e.counts0)
+    return shares
+
+
 def _check_summary(record_path: str, record: dict, radii_of: Dict[str, np.ndarray]) -> None:
     """A finished run's JSON summary must be what its logs give (a reader may draw it, as trainingcurves does)."""
     given = record.get('summary')
@@ -327,9 +367,32 @@ def _from_rows(log: str, mode: str, rows) -> Run:
                key=_digest(idx[order], labels, radii))
 
 
+def published_entry(log: str) -> Optional[dict]:
+    """The entry of a published log in the `manifest.json` beside it (`reproduce/published/`: its method, data set,
+    sigma, N0, N, alpha and SHA-256), None for a log that no manifest lists. A UsageError, naming the file, for a
+    listed log whose bytes are not those the manifest records (edited or replaced)."""
+    folder, base = os.path.split(log)
+    manifest = os.path.join(folder, 'manifest.json')
+    if not os.path.isfile(manifest):
+        return None
+    try:
+        entries = json.loads(read_text(manifest, 'restore it')).get('logs', [])
+        entry = next((e for e in entries if isinstance(e, dict) and e.get('file') == base), None)
+    except (ValueError, AttributeError, UsageError):
+        return None
+    if entry is None:
+        return None
+    if hashlib.sha256(read_bytes(log)).hexdigest() != entry.get('sha256'):
+        raise UsageError(f'{log} is not the published log {manifest} lists: its SHA-256 differs (it was edited or '
+                         f'replaced); restore it, or copy it elsewhere to read it unchecked')
+    return entry
+
+
 def _from_log(log: str, mode: str) -> Run:
-    """A TSV log of another tool, or of this one without its JSON: read, each row checked, but unchecked against
-    any run."""
+    """A TSV log of another tool, or of this one without its JSON: read, each row checked on its own; a published
+    log that a manifest beside it lists gets that manifest's settings (`published_entry`, checked 'published'),
+    any other is unchecked against any run."""
+    entry = published_entry(log)
     columns = read_tsv(log)
     if 'idx' not in columns:
         raise UsageError(f'{log} has no idx column: its images cannot be matched with another run\'s')
@@ -340,8 +403,17 @@ def _from_log(log: str, mode: str) -> Run:
     order = np.argsort(idx, kind='stable')
     labels = columns['label'][order] if 'label' in columns else None
     radii = certified_radii(columns['radius'], columns['correct'])[order]
-    return Run(log, mode, radii, idx[order], labels, reads=(log,),
-               key='log:' + _digest(idx[order], radii, -1 if labels is None else labels))
+    run = Run(log, mode, radii, idx[order], labels, reads=(log,),
+              key='log:' + _digest(idx[order], radii, -1 if labels is None else labels))
+    if entry is None:
+        return run
+    try:
+        return replace(run, sigma=float(entry['sigma']), N0=int(entry['N0']), N=int(entry['N']),
+                       alpha=float(entry['alpha']), bound_name='clopper-pearson', dataset=str(entry['dataset']),
+                       checked='published', reads=(log, os.path.join(os.path.dirname(log), 'manifest.json')))
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f'the manifest beside {log} does not give its settings (sigma, N0, N, alpha); restore '
+                         f'it') from None
 
 
 def _from_mat(mat: str, mode: Optional[str]) -> Run:

@@ -46,6 +46,10 @@ def check_alpha(alpha: float) -> float:
     return alpha
 
 
+# the noise level of the literature's main setting (pixel units of [0, 1] images): training's default, and
+# certification's for a checkpoint that records none
+DEFAULT_SIGMA = 0.25
+
 # radii at which the MACER paper (and its code's summary) reports certified accuracy
 GRID = tuple(0.25 * i for i in range(10))
 

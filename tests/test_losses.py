@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from baselines import gaussian_loss, smoothadv_attack
+from methods.attacks import smoothadv_attack
+from methods.losses import gaussian_loss
 from macer import macer_loss
 from conftest import ROOT
 from model import LeNet

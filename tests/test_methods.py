@@ -10,7 +10,8 @@ import torch.nn as nn
 import cli
 import main
 import train
-from baselines import consistency_loss, smoothmix_loss, soft_pgd, stability_loss
+from methods.attacks import soft_pgd
+from methods.losses import consistency_loss, smoothmix_loss, stability_loss
 from conftest import ROOT
 from presets import PRESETS
 
@@ -193,10 +194,12 @@ def test_the_smoothmix_step_on_a_fixed_network_equals_its_description(mix_step, 
     net = Tiny()
     x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3, 0])
-    step = train.StepArgs('smoothmix', 0.25, 2, num_steps=3, step_size=0.4, eta=5.0 * w, mix_step=mix_step,
-                          maxnorm=maxnorm, warmup_factor=w)
+    # w = min(1, epoch / warmup): 1 in epoch 1 with warm-up 1, 1/2 with warm-up 2
+    step = train.step_setup('smoothmix', 0.25, num_noise_vec=2, num_steps=3, step_size=0.4, eta=5.0, mix_step=mix_step,
+                            maxnorm=maxnorm, warmup=round(1 / w))
     torch.manual_seed(7)
-    mine = train.training_step(net, x, y, step)[:3]
+    out = train.training_step(net, x, y, *step)
+    mine = (out.loss, out.classification, out.robustness)
     torch.manual_seed(7)
     ref = reference_smoothmix_step(net, x, y, 0.25, 2, 3, 0.4, 5.0, mix_step, w, maxnorm)
     params = tuple(net.parameters())
@@ -209,9 +212,11 @@ def test_consistency_on_smoothadv_points_is_their_pgd_then_the_loss():
     x = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3])
     eps, T = 0.5, 3
-    step = train.StepArgs('consistency', 0.25, 2, lbd=1.0, epsilon=eps, num_steps=T, eta=0.5, adv=True)
+    step = train.step_setup('consistency', 0.25, num_noise_vec=2, lbd=1.0, epsilon=eps, num_steps=T, eta=0.5,
+                            adv_training=True, warmup=1)
     torch.manual_seed(4)
-    mine = train.training_step(net, x, y, step)[:3]
+    out = train.training_step(net, x, y, *step)
+    mine = (out.loss, out.classification, out.robustness)
     torch.manual_seed(4)
     noise = torch.randn((4, 2, 1, 4, 4), dtype=x.dtype) * 0.25
     adv = x.clone()
@@ -234,8 +239,8 @@ def test_stability_runs_the_clean_batch_then_the_noisy_one_through_batchnorm():
     net = nn.Sequential(nn.Flatten(), bn, nn.Linear(16, 3).double())
     x = torch.rand(6, 1, 4, 4, dtype=torch.float64)
     torch.manual_seed(0)
-    loss, cl, rob, logits, _ = train.training_step(net, x, torch.zeros(6, dtype=torch.long),
-                                                   train.StepArgs('stability', 0.5, 1, lbd=2.0))
+    out = train.training_step(net, x, torch.zeros(6, dtype=torch.long), *train.step_setup('stability', 0.5, lbd=2.0))
+    logits, rob = out.logits, out.robustness
     torch.manual_seed(0)
     noise = torch.randn((6, 1, 1, 4, 4), dtype=x.dtype) * 0.5
     assert torch.allclose(bn.running_mean, (x + noise[:, 0]).flatten(1).mean(0), atol=1e-12)
@@ -355,17 +360,18 @@ twin.load_state_dict(net.state_dict())
 runner, alone = Runner(net, 'cpu', dist=job), Runner(twin, 'cpu')
 g = torch.Generator().manual_seed(job.rank)
 x, y = torch.rand(6, 1, 28, 28, generator=g), torch.randint(0, 10, (6,), generator=g)
-for step in (train.StepArgs('stability', 0.25, 1, lbd=2.0),
-             train.StepArgs('smoothmix', 0.25, 2, num_steps=2, step_size=0.5, eta=5.0, mix_step=1)):
+for step in (train.step_setup('stability', 0.25, lbd=2.0),
+             train.step_setup('smoothmix', 0.25, num_noise_vec=2, num_steps=2, step_size=0.5, eta=5.0, mix_step=1,
+                              warmup=1)):
     grads = []
     for net in (runner, alone):
         net.zero_grad()
         torch.manual_seed(10 + job.rank)
-        train.training_step(net, x, y, step)[0].backward()
+        train.training_step(net, x, y, *step).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
     mean = job.all_reduce_sum(grads[1].clone()) / job.world
     if job.rank == 0:
-        print(step.method, float((grads[0] - mean).abs().max()), float(mean.abs().max()))
+        print(step[0].name, float((grads[0] - mean).abs().max()), float(mean.abs().max()))
 job.close()
 '''
 

@@ -227,10 +227,22 @@ def test_runs_with_other_n_alpha_bound_or_mode_are_refused_unless_asked(tmp_path
 
 def test_logs_without_a_record_are_labelled_unchecked_in_the_table(tmp_path, capsys):
     files = [os.path.join(LOGS, f'cohen-cifar10-{s}.tsv') for s in ('0.25', '1.00')]
-    assert command(capsys, *files, '--labels', 'a', 'b', '--out', tmp_path / 'o')[0] == 0
+    # the published logs carry their settings in the manifest beside them: sigma 0.25 and 1.00 are refused
+    refused(capsys, 'at sigma 0.25 and', *files, '--out', tmp_path / 'o')
+    # copies of them elsewhere have no record: compared, and labelled unchecked in the table itself
+    for f in files:
+        shutil.copy(f, tmp_path)
+    copies = [tmp_path / os.path.basename(f) for f in files]
+    assert command(capsys, *copies, '--labels', 'a', 'b', '--out', tmp_path / 'o')[0] == 0
     md = (tmp_path / 'o.md').read_text()
     assert '| a | unchecked | - |' in md and '| b | unchecked | - |' in md and 'Unchecked: a, b' in md
     assert 'Unchecked: a, b' in (tmp_path / 'o.tex').read_text()
+    # an edited published log is refused naming it
+    shutil.copytree(LOGS, tmp_path / 'published')
+    log = tmp_path / 'published' / 'cohen-cifar10-0.25.tsv'
+    log.write_text(log.read_text().replace('\t0\t', '\t1\t', 1))
+    refused(capsys, 'is not the published log', log, tmp_path / 'published' / 'salman-cifar10-0.25.tsv', '--out',
+            tmp_path / 'p')
 
 
 # --- 6. level and grid ------------------------------------------------------------------------------------

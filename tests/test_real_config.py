@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 
 import resume
 import train
-from baselines import scaled_per_image, smoothadv_attack
+from methods import METHODS
+from methods.attacks import scaled_per_image, smoothadv_attack
 from checkpoint import Checkpoint
 from conftest import ROOT, run_main
 from data import EpochSampler, training_loader
@@ -134,7 +135,7 @@ def _rank(rank, world, folder):
             torch.manual_seed(1 + rank)  # each rank its own data and noise
             batches = [(torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(3)]
             train.train_one_epoch(runner, batches, torch.optim.SGD(net.parameters(), lr=0.1),
-                                  torch.amp.GradScaler('cpu', enabled=False), train.StepArgs('gaussian', 0.25, 1),
+                                  torch.amp.GradScaler('cpu', enabled=False), *train.step_setup('gaussian', 0.25),
                                   epoch=1, epochs=1, device=torch.device('cpu'), job=job, progress=False)
             torch.save(net.state_dict(), f'{folder}/{share}-{rank}.pt')
     finally:
@@ -219,11 +220,12 @@ def test_a_net_without_gradient_takes_random_directions_and_counts_them():
     # the epoch counts them, logs them and names them in its printed line
     figures = train.train_one_epoch(net, [(x, y)], torch.optim.SGD(net.parameters(), lr=0.1),
                                     torch.amp.GradScaler('cpu', enabled=False),
-                                    train.StepArgs('smoothadv', 0.25, 2, epsilon=0.5, num_steps=4), epoch=1, epochs=1,
+                                    *train.step_setup('smoothadv', 0.25, num_noise_vec=2, epsilon=0.5, num_steps=4), epoch=1, epochs=1,
                                     device=torch.device('cpu'), job=SingleProcess(), progress=False)
-    assert figures['random_directions'] == 3 * 4 and figures['skipped_steps'] == 0
-    entry = {'epoch': 1, 'lr': 0.1, 'seconds': 1.0, 'noisy_images_per_second': 6.0, **figures}
-    assert train.epoch_line(entry, 1).endswith('noisy img/s  random attack directions 12 (zero gradient)')
+    assert figures['sums']['random_directions'] == 3 * 4 and figures['skipped_steps'] == 0
+    entry = {'epoch': 1, 'lr': 0.1, 'seconds': 1.0, 'noisy_images_per_second': 6.0, **figures,
+             'random_directions': int(figures['sums']['random_directions'])}
+    assert train.epoch_line(entry, 1, METHODS['smoothadv']).endswith('noisy img/s  random attack directions 12 (zero gradient)')
 
 
 def test_skipped_fp16_steps_are_counted_and_the_logged_gradient_norm_stays_finite():
@@ -237,7 +239,7 @@ def test_skipped_fp16_steps_are_counted_and_the_logged_gradient_norm_stays_finit
     scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 40, backoff_factor=2.0 ** -30)
     batches = [(torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(3)]
     figures = train.train_one_epoch(Half(net), batches, torch.optim.SGD(net.parameters(), lr=0.1), scaler,
-                                    train.StepArgs('gaussian', 0.25, 1), epoch=1, epochs=1,
+                                    *train.step_setup('gaussian', 0.25), epoch=1, epochs=1,
                                     device=torch.device('cpu'), job=SingleProcess(), progress=False)
     assert figures['skipped_steps'] == 1 and math.isfinite(figures['grad_norm']) and figures['grad_norm'] > 0
     json.dumps(figures, allow_nan=False)  # strict JSON
@@ -246,7 +248,7 @@ def test_skipped_fp16_steps_are_counted_and_the_logged_gradient_norm_stays_finit
     # all skipped: no mean to give, and null (not NaN) in the log
     scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 40, backoff_factor=0.5)
     figures = train.train_one_epoch(Half(net), batches, torch.optim.SGD(net.parameters(), lr=0.1), scaler,
-                                    train.StepArgs('gaussian', 0.25, 1), epoch=1, epochs=1,
+                                    *train.step_setup('gaussian', 0.25), epoch=1, epochs=1,
                                     device=torch.device('cpu'), job=SingleProcess(), progress=False)
     assert figures['skipped_steps'] == 3 and figures['grad_norm'] is None
 

@@ -10,7 +10,9 @@ import cli
 import main
 from conftest import run_main, snapshot
 from presets import PRESETS, describe, not_stated
-from train import epsilon_at, is_cert_epoch, lambda_at, warmup_at
+from methods.base import epsilon_at, warmup_at
+from methods.macer import lambda_at
+from train import is_cert_epoch
 
 FAST = ['--dataset', 'digits', '--batch_size', 64, '--lr', 0.05, '--quiet', '--N', 200, '--N0', 50,
         '--certify_batch', 250]

@@ -253,7 +253,8 @@ def test_9_hard_and_soft_certificates_are_never_paired(demo, tmp_path, capsys):
 
 def test_10_lbd_after_is_macers_flag_and_other_methods_refuse_it():
     import cli
-    from train import StepArgs
+    from methods import METHODS
+    from train import hyper_of
     for method in ('stability', 'consistency'):
         args = cli.parse_args(['--dataset', 'digits', '--method', method, '--lbd_after', '5'])
         with pytest.raises(UsageError, match=f'--lbd_after is a flag of macer, not of --method {method}'):
@@ -261,9 +262,9 @@ def test_10_lbd_after_is_macers_flag_and_other_methods_refuse_it():
         # and the schedule never applies it to them, whatever the namespace holds
         args = cli.resolve(cli.parse_args(['--dataset', 'digits', '--method', method]))
         args.lbd_after = 5
-        assert StepArgs.of_epoch(args, 1).lbd == args.lbd > 0
+        assert hyper_of(METHODS[method], args, 1).lbd == args.lbd > 0
     args = cli.resolve(cli.parse_args(['--dataset', 'digits', '--lbd_after', '5']))
-    assert StepArgs.of_epoch(args, 5).lbd == 0.0 and StepArgs.of_epoch(args, 6).lbd == 12.0
+    assert hyper_of(METHODS['macer'], args, 5).lbd == 0.0 and hyper_of(METHODS['macer'], args, 6).lbd == 12.0
 
 
 def test_11_a_cut_history_of_recomputations_is_refused(demo, tmp_path, capsys):
@@ -410,7 +411,7 @@ def test_22_an_interrupted_certification_is_finished_with_its_own_arguments(tmp_
      '--adv_training is a flag of consistency, not of --method stability'),
     (['--method', 'stability', '--step_size', '0.5'], '--step_size is a flag of smoothmix, not of --method stability'),
     (['--method', 'gaussian', '--lbd', '3'], '--lbd is a flag of macer and stability and consistency'),
-    (['--method', 'consistency', '--epsilon', '1'], 'runs only with --adv_training'),
+    (['--method', 'consistency', '--epsilon', '1'], '--epsilon applies to consistency only with --adv_training'),
     (['--name', 'x'], '--name names the results of --task test'),
     (['--task', 'test', '--resume_ckpt', MACER, '--lbd', '3'], '--lbd is a training flag; --task test'),
     (['--epsilon', '1e308', '--method', 'smoothadv'], '--epsilon: must be a radius from 0 to 1000'),

@@ -5,7 +5,7 @@ import sys
 
 from conftest import ROOT
 
-PUBLIC = ['checkpoint.py', 'macer.py', 'baselines.py', 'rs/core.py', 'rs/stats.py', 'rs/results.py', 'rs/statslog.py',
+PUBLIC = ['checkpoint.py', 'macer.py', 'methods/losses.py', 'methods/attacks.py', 'rs/core.py', 'rs/stats.py', 'rs/results.py', 'rs/statslog.py',
           'rs/runfiles.py', 'rs/checks.py', 'rs/recompute.py', 'rs/runs.py']
 
 

@@ -180,8 +180,12 @@ def test_the_figure_marks_the_largest_certifiable_radius(tmp_path):
     shipped = os.path.join(ROOT, 'reproduce', 'results', 'digits-0.25', 'macer.mat')  # N 10000, alpha 0.001
     radii, caption = plotcurves.cliffs_of([plotcurves.run_record(read_run(shipped))])
     assert [round(r, 4) for r in radii] == [0.7996] and '0.80 (hard)' in caption and 'N = 10000' in caption
+    # a published log: its manifest gives N 100000, alpha 0.001, sigma 0.25, whose cliff is 0.953
     cohen = read_run(os.path.join(LOGS, 'cohen-cifar10-0.25.tsv'))
-    assert plotcurves.cliffs_of([plotcurves.run_record(cohen)]) == ([], '')
+    assert [round(r, 3) for r in plotcurves.cliffs_of([plotcurves.run_record(cohen)])[0]] == [0.953]
+    import shutil
+    shutil.copy(os.path.join(LOGS, 'cohen-cifar10-0.25.tsv'), tmp_path / 'copy.tsv')  # a log with no record
+    assert plotcurves.cliffs_of([plotcurves.run_record(read_run(str(tmp_path / 'copy.tsv')))]) == ([], '')
     fig = plotcurves.figure(['run'], [np.array([0.3, 0.8, -1.0])], 1.0, ylim=(0.5, 1.0), cliffs=radii,
                             caption=caption)
     ax = fig.axes[0]

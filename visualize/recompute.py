@@ -19,18 +19,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from plumbing.flagtypes import HelpFormatter, Parser, alpha_type  # noqa: E402
+from plumbing.flagtypes import HelpFormatter, Parser, checked  # noqa: E402
 from plumbing.outputs import run_command  # noqa: E402
 from rs.recompute import recompute  # noqa: E402
 from rs.results import format_summary  # noqa: E402
-from rs.stats import BOUNDS  # noqa: E402
+from rs.stats import BOUNDS, check_alpha  # noqa: E402
 
 
 def build_parser():
     p = Parser(description='Recompute a certification run\'s certificates at another alpha or with another bound, '
                            'from its NAME.stats.jsonl, without sampling again.', formatter_class=HelpFormatter)
     p.add_argument('record', metavar='NAME.json', help='the JSON of a complete certification run of this tool')
-    p.add_argument('--alpha', type=alpha_type, default=None,
+    p.add_argument('--alpha', type=checked(check_alpha, 'a number strictly between 0 and 1/2'), default=None,
                    help='failure probability, below 1/2 (default: the run\'s)')
     p.add_argument('--bound', default=None, choices=sorted({b for bounds in BOUNDS.values() for b in bounds}),
                    help='clopper-pearson (hard only) or bernstein (default: the mode\'s own)')
