@@ -66,7 +66,7 @@ def test_no_document_cites_a_file_that_is_not_in_the_repository():
             target = os.path.normpath(os.path.join(ROOT, os.path.dirname(path), link))
             if not os.path.exists(target):
                 missing.append(f'{path}: {link}')
-        for cited in re.findall(r'\b((?:docs|reproduce|visualize|bench|tests|checkpoints)/[\w./-]+\.(?:md|py|sh|m|tsv))',
+        for cited in re.findall(r'\b((?:docs|reproduce|visualize|bench|tests|checkpoints)/[\w./-]+\.(?:md|py|sh|m|tsv)(?:\.gz)?)',
                                 text):
             if not os.path.exists(os.path.join(ROOT, cited)):
                 missing.append(f'{path}: {cited}')
