@@ -8,7 +8,7 @@ import argparse
 import os
 
 from checkpoint import check_fit
-from data import DATASETS
+from data import DATASETS, IN_MEMORY
 from methods import DEFAULT as DEFAULT_METHOD, METHODS, declarations, flag_names, methods_of
 from model import ARCHS, DEFAULT_ARCH, INPUT_LAYERS, NORMALIZATION
 from plumbing.devices import MEMORY_FORMATS, PRECISIONS
@@ -27,7 +27,8 @@ NONE = 'none'  # the original's spelling of "not given" for paths
 # to its run; the training methods' own flags (`methods`) are training flags too, and a record keeps those of its
 # method that applied (`methods.base.Method.flags_applying`)
 GENERAL_TRAINING_FLAGS = ('method', 'epochs', 'batch_size', 'lr', 'momentum', 'weight_decay', 'lr_milestones',
-                          'lr_factor', 'lr_step', 'workers', 'save_every', 'cert_from', 'cert_every', 'ckptdir')
+                          'lr_factor', 'lr_step', 'train_images', 'workers', 'save_every', 'cert_from', 'cert_every',
+                          'ckptdir')
 
 
 def training_flags():
@@ -82,7 +83,8 @@ def build_parser():
     p.add_argument('--root', default='data', help='data set folder, in torchvision\'s layout (ImageNet: ROOT/train, ROOT/val)')
     p.add_argument('--no_download', action='store_true', help='never try to download a missing data set')
     p.add_argument('--arch', default=None, choices=ARCHS,
-                   help='architecture (default: lenet for mnist/digits, resnet110 for cifar10/svhn, resnet50 for imagenet)')
+                   help='architecture (default: lenet for mnist, fashion_mnist and digits, resnet110 for cifar10/svhn, resnet50 '
+                        'for imagenet)')
     p.add_argument('--input_layer', default=None, choices=INPUT_LAYERS,
                    help='what stands in front of the network, with the data set\'s channel statistics: none (MACER), '
                         'normalize (Cohen et al.: (x - mean) / std) or center (most of Salman et al.\'s models: '
@@ -137,9 +139,12 @@ def build_parser():
                    help='when the schedule steps: end (after each epoch, so epochs 1-200 train at the first rate '
                         'with milestone 200) or start (before each epoch, as the public MACER code: epoch 200 '
                         'already trains at the lower rate). The default is end')
+    g.add_argument('--train_images', default=None, type=positive_int, metavar='N',
+                   help='train on the first N images of the training set (a quick run, a study); default: all')
     add_method_flags(g)
     g.add_argument('--workers', default=None, type=nonneg_int,
-                   help='data-loading processes (default: 0 for digits, else 4 or the number of CPU cores if fewer)')
+                   help='data-loading processes (default: 0 for digits and fashion_mnist, held in memory; else 4 or the number '
+                        'of CPU cores if fewer)')
     g.add_argument('--save_every', default=1, type=positive_int,
                    help='write --ckptdir/latest.pth every SAVE_EVERY epochs (and at the last and certified epochs)')
     g.add_argument('--cert_from', default=200, type=positive_int,
@@ -252,7 +257,7 @@ def resolve(args):
             raise UsageError(problem)
     if args.workers is None:
         # more loader processes than cores only contend for them (and make torch warn)
-        args.workers = 0 if args.dataset == 'digits' else min(4, len(os.sched_getaffinity(0)))
+        args.workers = 0 if args.dataset in IN_MEMORY else min(4, len(os.sched_getaffinity(0)))
     if args.mode is None:
         args.mode = 'both' if args.task == 'test' else 'hard'
     if args.sigma is None and args.task == 'train':

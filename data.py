@@ -1,4 +1,5 @@
-"""Data sets: MNIST, Cifar-10, SVHN and ImageNet through torchvision, and the embedded `digits`.
+"""Data sets: MNIST, Fashion-MNIST, Cifar-10, SVHN and ImageNet through torchvision, and the embedded `digits`.
+Fashion-MNIST is read from --root, else from Debian's copy (`apt-get install dataset-fashion-mnist`).
 
 Every image is a float tensor in [0, 1]: randomized smoothing adds its noise in pixel space, and a
 model that wants normalised inputs normalises them in its first layer, after the noise
@@ -21,9 +22,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 from plumbing.errors import UsageError, first_line
 
-DATASETS = ('digits', 'mnist', 'cifar10', 'svhn', 'imagenet')
-NUM_CLASSES = {'digits': 10, 'mnist': 10, 'cifar10': 10, 'svhn': 10, 'imagenet': 1000}
-INPUT_SHAPE = {'digits': (1, 28, 28), 'mnist': (1, 28, 28), 'cifar10': (3, 32, 32),
+DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'svhn', 'imagenet')
+# the data sets held in memory as one tensor (`TensorImages`): no loader workers are needed
+IN_MEMORY = ('digits', 'fashion_mnist')
+NUM_CLASSES = {'digits': 10, 'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10, 'svhn': 10, 'imagenet': 1000}
+INPUT_SHAPE = {'digits': (1, 28, 28), 'mnist': (1, 28, 28), 'fashion_mnist': (1, 28, 28), 'cifar10': (3, 32, 32),
                'svhn': (3, 32, 32), 'imagenet': (3, 224, 224)}
 
 # `digits`: scikit-learn's 1797 bundled 8x8 digits, upsampled to MNIST's 28x28 so LeNet applies.
@@ -38,6 +41,9 @@ DOWNLOAD_TIMEOUT_S = 30
 _WHERE = {
     'mnist': ('{root}/MNIST/raw/', 'train-images-idx3-ubyte, train-labels-idx1-ubyte, '
               't10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (unpacked from yann.lecun.com/exdb/mnist)'),
+    'fashion_mnist': ('{root}/FashionMNIST/raw/', 'train-images-idx3-ubyte, train-labels-idx1-ubyte, '
+                      't10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (Debian packages them: apt-get install '
+                      'dataset-fashion-mnist, and this tool then reads its copy)'),
     'cifar10': ('{root}/cifar-10-batches-py/', 'the unpacked cifar-10-python.tar.gz '
                 '(data_batch_1..5, test_batch, batches.meta) from www.cs.toronto.edu/~kriz/cifar.html'),
     'svhn': ('{root}/', 'train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers'),
@@ -105,29 +111,78 @@ def _torchvision(dataset, root, split, download, transform):
     import torchvision.datasets as D
     cls, kwargs = {
         'mnist': (D.MNIST, {'train': split == 'train'}),
+        'fashion_mnist': (D.FashionMNIST, {'train': split == 'train'}),
         'cifar10': (D.CIFAR10, {'train': split == 'train'}),
         'svhn': (D.SVHN, {'split': split}),
     }[dataset]
     folder, files = _WHERE[dataset]
     folder = folder.format(root=root.rstrip('/'))
-    try:
-        return cls(root=root, transform=transform, download=False, **kwargs)
-    except RuntimeError:
-        pass  # not there (or failed its checksum): download it below if allowed
-    except Exception as e:
-        raise UsageError(f'{dataset}: the files under {folder} cannot be read as {dataset} '
-                         f'({first_line(e)}); replace them with {files}') from None
+    for attempt in range(2):
+        try:
+            return in_memory(dataset, cls(root=root, transform=transform, download=False, **kwargs))
+        except RuntimeError:
+            pass  # not there (or failed its checksum): Debian's copy, or a download, below
+        except Exception as e:
+            raise UsageError(f'{dataset}: the files under {folder} cannot be read as {dataset} '
+                             f'({first_line(e)}); replace them with {files}') from None
+        if attempt or not (dataset == 'fashion_mnist' and unpack_debian_copy(folder, DEBIAN_FASHION_MNIST)):
+            break
     if not download:
         raise UsageError(f'{dataset}: no readable copy under {folder} (and --no_download is set): put {files} there')
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return cls(root=root, transform=transform, download=True, **kwargs)
+        return in_memory(dataset, cls(root=root, transform=transform, download=True, **kwargs))
     except Exception as e:
         raise UsageError(f'{dataset}: no readable copy under {folder} and the download failed ({first_line(e)}): '
                          f'put {files} there') from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def in_memory(dataset, read):
+    """Fashion-MNIST as one tensor in memory (`TensorImages`): torchvision's reader gives the images as uint8, and
+    its ToTensor, the only transform there is (no augmentation), is x / 255 in float32, so the same values, read
+    without a PIL image per sample (a CPU epoch of LeNet is then limited by the network, not the loader). Other
+    data sets as torchvision reads them."""
+    if dataset != 'fashion_mnist':
+        return read
+    images = read.data.unsqueeze(1).to(torch.float32).div_(255.0)
+    return TensorImages(images.contiguous(), read.targets.clone().long())
+
+
+# Debian's dataset-fashion-mnist: the four idx files, gzip-compressed
+DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+FASHION_MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
+                       't10k-labels-idx1-ubyte')
+
+
+def unpack_debian_copy(folder, source=DEBIAN_FASHION_MNIST):
+    """Unpack Debian's copy of Fashion-MNIST (`apt-get install dataset-fashion-mnist`) into `folder` (--root's
+    FashionMNIST/raw/, where torchvision's reader looks, as its download would put them); False when Debian's copy
+    is not installed. Each file is written whole (a temporary, then renamed) and checked to be the idx file it
+    should be; a folder that cannot be written is one line."""
+    import gzip
+    sources = [os.path.join(source, name + '.gz') for name in FASHION_MNIST_FILES]
+    if not all(os.path.isfile(p) for p in sources):
+        return False
+    from plumbing.files import atomic_write
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for name, path in zip(FASHION_MNIST_FILES, sources):
+            target = os.path.join(folder, name)
+            if os.path.isfile(target):
+                continue
+            with gzip.open(path, 'rb') as f:
+                data = f.read()
+            if data[:4] not in (b'\x00\x00\x08\x01', b'\x00\x00\x08\x03'):  # idx magic: labels, images
+                raise UsageError(f'{path} is not an idx file of Fashion-MNIST; reinstall dataset-fashion-mnist')
+            atomic_write(target, lambda tmp: open(tmp, 'wb').write(data))
+    except OSError as e:
+        raise UsageError(f'fashion_mnist: cannot unpack Debian\'s copy ({source}) into {folder} ({e.strerror}); choose '
+                         f'a --root you can write to') from None
+    print(f'==> fashion_mnist: unpacked Debian\'s copy ({source}) into {folder}', flush=True)
+    return True
 
 
 def _imagenet(root, split, transform):

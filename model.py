@@ -16,8 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ARCHS = ('lenet', 'resnet110', 'resnet50')
-DEFAULT_ARCH = {'digits': 'lenet', 'mnist': 'lenet', 'cifar10': 'resnet110', 'svhn': 'resnet110',
-                'imagenet': 'resnet50'}
+DEFAULT_ARCH = {'digits': 'lenet', 'mnist': 'lenet', 'fashion_mnist': 'lenet', 'cifar10': 'resnet110',
+                'svhn': 'resnet110', 'imagenet': 'resnet50'}
 # the input each architecture is built for (channels, height, width)
 ARCH_INPUT = {'lenet': (1, 28, 28), 'resnet110': (3, 32, 32), 'resnet50': (3, 224, 224)}
 

@@ -138,6 +138,35 @@ for _s in ('0.25', '0.50', '1.00'):
     PRESETS[f'cifar10-catrs-{_s}'] = dict(_JEONG, method='catrs', sigma=float(_s), num_noise_vec=4, epsilon=1.0,
                                           num_steps=4, lbd=_CATRS_LAMBDA[_s], batch_size=64)
 
+# Fashion-MNIST as the authors of CAT-RS ran the seven methods for their released logs (alinlab/smoothing-catrs
+# @d4bc576e: its training logs and EXPERIMENTS.MD): LeNet, no input layer, SGD lr 0.01, momentum 0.9, weight decay
+# 1e-4, random-free (no augmentation); the six baselines for 90 epochs with StepLR(30) (the rate falls after epochs 31
+# and 61), CAT-RS for 150 with StepLR(50) (after 51 and 101); their scripts' batch of 256 (MACER's 64), cut into m
+# chunks of 256 / m for the methods that chunk (SmoothAdv, Consistency, SmoothMix, CAT-RS). The methods'
+# hyper-parameters on Fashion-MNIST are stated nowhere: their Cifar-10 command lines at the same sigma (NOT_STATED)
+_FMNIST = dict(dataset='fashion_mnist', arch='lenet', input_layer='none', lr=0.01, momentum=0.9, weight_decay=1e-4,
+               lr_factor=0.1, epochs=90, lr_milestones=[31, 61], cert_from=90, cert_every=20)
+_FMNIST_ROWS = {
+    'gaussian': {s: dict(gauss_num=1, batch_size=256) for s in ('0.25', '0.50', '1.00')},
+    'stability': {s: dict(lbd=_STABILITY_LAMBDA[s], batch_size=256) for s in ('0.25', '0.50', '1.00')},
+    'macer': {'0.25': dict(gauss_num=16, beta=16.0, gamma=8.0, lbd=12.0, batch_size=64),
+              '0.50': dict(gauss_num=16, beta=16.0, gamma=8.0, lbd=6.0, batch_size=64),
+              # their --deferred: lambda 0 while the 0-based epoch is at most the StepLR step (30)
+              '1.00': dict(gauss_num=16, beta=16.0, gamma=8.0, lbd=12.0, lbd_after=31, batch_size=64)},
+    'smoothadv': {'0.25': dict(num_noise_vec=4, epsilon=1.0, num_steps=10, warmup=10, batch_size=64),
+                  '0.50': dict(num_noise_vec=8, epsilon=1.0, num_steps=10, warmup=10, batch_size=32),
+                  '1.00': dict(num_noise_vec=2, epsilon=2.0, num_steps=10, warmup=10, batch_size=128)},
+    'consistency': {s: dict(num_noise_vec=2, lbd=_CONSISTENCY_LAMBDA[s], eta=0.5, batch_size=128)
+                    for s in ('0.25', '0.50', '1.00')},
+    'smoothmix': {s: dict(num_noise_vec=2, num_steps=4, step_size=_SMOOTHMIX_ALPHA[s], eta=5.0,
+                          mix_step=0 if s == '0.25' else 1, warmup=10, batch_size=128) for s in ('0.25', '0.50', '1.00')},
+    'catrs': {s: dict(num_noise_vec=4, epsilon=1.0, num_steps=4, lbd=_CATRS_LAMBDA[s], batch_size=64, epochs=150,
+                      lr_milestones=[51, 101], cert_from=150) for s in ('0.25', '0.50', '1.00')},
+}
+for _method, _rows in _FMNIST_ROWS.items():
+    for _s, _row in _rows.items():
+        PRESETS[f'fashion_mnist-{_method}-{_s}'] = dict(_FMNIST, method=_method, sigma=float(_s), **_row)
+
 _IMAGENET_MACER_UNSTATED = {
     'lbd': 'not in the accessible text; 6, as a MACER-derived re-implementation',
     'batch_size': 'not stated; 256 images (x k = 2 copies) per step, the usual ImageNet batch for lr 0.1',
@@ -151,6 +180,10 @@ _IMAGENET_SALMAN_UNSTATED = {
     'batch_size': 'not stated; 256',
     'warmup': 'not stated; 10 epochs, as their Cifar-10 runs',
 }
+_FMNIST_UNSTATED = ('not stated for Fashion-MNIST: the Cifar-10 command line of alinlab/smoothing-catrs at the same '
+                    'sigma')
+_FMNIST_BATCH = ('not stated: their scripts\' default batch of 256 (MACER\'s 64), cut into m chunks where their code '
+                 'chunks')
 NOT_STATED = {
     'cifar10-macer-1.00': {'lbd': 'the value after the switch is not stated; 12, the public code\'s default'},
     'imagenet-macer-0.25': _IMAGENET_MACER_UNSTATED,
@@ -158,6 +191,10 @@ NOT_STATED = {
                                    lbd='not stated for sigma 0.50 and 1.00; 6, as at 0.25 (no dynamic lambda)')
        for s in ('0.50', '1.00')},
     **{f'imagenet-salman-{s}': _IMAGENET_SALMAN_UNSTATED for s in ('0.25', '0.50', '1.00')},
+    **{f'fashion_mnist-{m}-{s}': {**{k: _FMNIST_UNSTATED for k in row if k not in ('batch_size', 'epochs',
+                                                                                     'lr_milestones', 'cert_from')},
+                                   'batch_size': _FMNIST_BATCH}
+       for m, rows in _FMNIST_ROWS.items() for s, row in rows.items()},
 }
 
 # The embedded `digits` (797 training images, LeNet): not in the paper. The same schedule for the

@@ -37,7 +37,7 @@ def identity_flags():
     different model, so it is refused (--epochs, the certification and I/O flags may change); with every
     method's own flags (`methods`, read when asked: a method added to the table counts)."""
     return ('method', 'dataset', 'arch', 'input_layer', 'sigma', 'beta', *flag_names(), 'batch_size', 'lr',
-            'momentum', 'weight_decay', 'lr_milestones', 'lr_factor', 'lr_step', 'seed', 'precision')
+            'momentum', 'weight_decay', 'lr_milestones', 'lr_factor', 'lr_step', 'train_images', 'seed', 'precision')
 
 
 def run_id_of(ckpt):

@@ -259,6 +259,11 @@ def _train(args, device, job, record, certifier, folder):
         job.on_main(lambda: folder.check(ckpt))
     # the training set is read before anything is written
     train_set = get_dataset(args.dataset, args.root, 'train', download=not args.no_download)
+    if args.train_images is not None:
+        if args.train_images > len(train_set):
+            raise UsageError(f'--train_images {args.train_images}: the {args.dataset} training set has {len(train_set)} '
+                             f'images; give {len(train_set)} or fewer')
+        train_set = torch.utils.data.Subset(train_set, range(args.train_images))
     method = METHODS[args.method]
     prepared = method.prepare(args, train_set) if method.prepare is not None else None
     run = start(args, ckpt, device, job)

@@ -33,7 +33,8 @@ def prepare(args, dataset):
     certification --smoothed_predictions names, checked as every reader checks a run."""
     from data import NUM_CLASSES
     from rs.runs import selection_shares
-    shares = selection_shares(args.smoothed_predictions, args.dataset, len(dataset), NUM_CLASSES[args.dataset])
+    full = getattr(dataset, 'dataset', dataset)  # --train_images: a Subset of the first images, indexed as the whole
+    shares = selection_shares(args.smoothed_predictions, args.dataset, len(full), NUM_CLASSES[args.dataset])
     return torch.from_numpy(shares).float()
 
 
