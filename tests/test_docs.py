@@ -36,7 +36,8 @@ def help_blocks(text):
 
 
 @pytest.mark.parametrize('command', [['main.py'], ['visualize/plotcurves.py'], ['visualize/trainingcurves.py'],
-                                     ['visualize/recompute.py'], ['visualize/compare.py'], ['bench/bench.py']])
+                                     ['visualize/recompute.py'], ['visualize/compare.py'], ['visualize/leaderboard.py'],
+                                     ['bench/bench.py']])
 def test_help_gives_each_default_once_and_none_for_required_flags(command):
     r = subprocess.run([sys.executable, *command, '--help'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0

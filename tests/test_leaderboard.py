@@ -142,3 +142,19 @@ def test_a_run_of_other_settings_and_an_edited_published_log_are_refused(tmp_pat
     with pytest.raises(UsageError, match=f'{name} is not the published log'):
         leaderboard.build(None, None, 'this run', 'fashion_mnist', 0.25, [0.0], 0.95, ['macer'], False,
                           folders=[str(folder)])
+
+
+def test_the_figure_of_nine_models_stays_legible():
+    from compare import text_overlaps
+    texts, done, _, grid = leaderboard.build(None, None, 'this run', 'cifar10', 0.25, list(leaderboard.GRID), 0.95,
+                                             list(leaderboard.PROTOCOLS), False)
+    assert len({label for _, _, labels, _, _ in done for label in labels}) == 9  # seven methods, Cohen's, Salman's
+    fig = leaderboard.figure(done, grid)
+    assert text_overlaps(fig) == []
+    # a model looks the same in every panel
+    colours = {}
+    for ax in fig.axes:
+        for bars in ax.containers:
+            line = bars.lines[0]
+            colours.setdefault(bars.get_label(), set()).add((str(line.get_color()), line.get_marker()))
+    assert all(len(v) == 1 for v in colours.values()) and len(set.union(*colours.values())) == 9

@@ -197,14 +197,18 @@ def figure(done, grid, title=None, run_label=None):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(done), figsize=(5.4 * len(done), 5.2), layout='constrained', squeeze=False)
+    # one colour, line and marker per model in every panel (past the eight colours, another marker)
+    models = [m for m in dict.fromkeys(label for _, _, labels, _, _ in done for label in labels) if m != run_label]
+    look = {m: (*STYLES[k % len(STYLES)], 'os^D'[k // len(STYLES) % 4]) for k, m in enumerate(models)}
+    look[run_label] = ('black', '-', 'o')
     for ax, (protocol, what, labels, runs, result) in zip(axes[0], done):
         spread = 0.6 * (grid[1] - grid[0] if len(grid) > 1 else 0.25) / max(len(labels), 1)
         for k, (label, s) in enumerate(zip(labels, result['summaries'])):
-            color, style = ('black', '-') if run_label is not None and label == run_label else STYLES[k % len(STYLES)]
+            color, style, marker = look[label]
             x = np.asarray(grid) + (k - (len(labels) - 1) / 2) * spread
             acc = np.asarray(s['accuracy'])
             ax.errorbar(x, acc, yerr=[acc - s['accuracy_low'], s['accuracy_high'] - acc], color=color,
-                        linestyle=style, marker='o', markersize=3, capsize=2, linewidth=1.2, label=label)
+                        linestyle=style, marker=marker, markersize=3, capsize=2, linewidth=1.2, label=label)
         ax.set_title(f'{what}\n{runs[0].idx.size} images', fontsize='medium')
         ax.set_xlabel('$\\ell_2$ radius')
         ax.set_ylabel('certified accuracy')
