@@ -15,7 +15,7 @@ from plumbing.devices import MEMORY_FORMATS, PRECISIONS
 from plumbing.errors import UsageError
 from plumbing.files import writable_dir
 from plumbing.flagtypes import HelpFormatter, Parser, checked, distance, file_name, momentum_type, nonneg_float, \
-    nonneg_int, positive_float, positive_int, seed_type
+    nonneg_int, positive_float, positive_int, radius_type, seed_type, shard_type
 from plumbing.records import LATEST, VERSION
 from plumbing.torchrun import DEFAULT_DIST_TIMEOUT_H
 from presets import PRESETS
@@ -37,7 +37,7 @@ def training_flags():
     return GENERAL_TRAINING_FLAGS + tuple(flag_names())
 
 
-TEST_FLAGS = ('name', 'split')
+TEST_FLAGS = ('name', 'split', 'radii', 'shard')
 # flags of the machinery, not of the computation: a record keeps --deterministic when set, nothing else
 PLUMBING_FLAGS = ('deterministic', 'dist_timeout')
 
@@ -179,6 +179,16 @@ def build_parser():
     g.add_argument('--split', default='test', choices=('test', 'train'),
                    help='--task test: the images certified: the test set, or the training set (without augmentation: '
                         'the smoothed predictions CAT-RS trains towards, from the selection votes of --N0 draws)')
+    g.add_argument('--radii', default=None, type=radius_type, nargs='+', metavar='R',
+                   help='--task test: certify sequentially at these radii only (a table\'s columns, e.g. 0.25 0.5 0.75 '
+                        '1): each image draws estimation samples until its test at every radius is decided, often '
+                        'far fewer than --N, and its row\'s radius is the largest one certified; each certificate '
+                        'still holds with probability 1 - alpha. Hard mode; no ACR from such a run (docs/METHOD.md, '
+                        '"Sequential certification")')
+    g.add_argument('--shard', default=None, type=shard_type, metavar='I/K',
+                   help='--task test: certify slice I of K of the images (every K-th, from the I-th) into a --matdir '
+                        'of its own, e.g. one task of a job array each; visualize/merge.py joins the K folders into '
+                        'the run one process would have written (docs/RUNS.md)')
     g.add_argument('--name', default=None, type=file_name,
                    help='--task test: name of the result files in --matdir (default: the checkpoint\'s epoch, as '
                         'the original); certifications during training are named by their epoch')
@@ -225,6 +235,10 @@ def check_flags_apply(args):
     if 'split' in given_:
         raise UsageError('--split chooses the images --task test certifies; the certifications during training are of '
                          'the test set: leave it out')
+    for flag in ('radii', 'shard'):
+        if flag in given_:
+            raise UsageError(f'--{flag} applies to the certifications of --task test; those during training use '
+                             f'CERTIFY on every image: leave it out')
     preset_method = PRESETS[args.preset].get('method', DEFAULT_METHOD) if args.preset else None
     if preset_method is not None and 'method' in given_ and preset_method != args.method:
         raise UsageError(f'--preset {args.preset} is a setting of {preset_method}, not of --method {args.method}: its '
@@ -258,6 +272,14 @@ def resolve(args):
     if args.workers is None:
         # more loader processes than cores only contend for them (and make torch warn)
         args.workers = 0 if args.dataset in IN_MEMORY else min(4, len(os.sched_getaffinity(0)))
+    if args.radii is not None:
+        if args.mode not in (None, 'hard'):
+            raise UsageError(f'--radii certifies with sequential Clopper-Pearson tests, hard mode only, not --mode '
+                             f'{args.mode}: leave --mode out')
+        if args.early_abstain:
+            raise UsageError('--radii gives up on hopeless images by itself (its futility rule); leave --early_abstain '
+                             'out')
+        args.mode = 'hard'
     if args.mode is None:
         args.mode = 'both' if args.task == 'test' else 'hard'
     if args.sigma is None and args.task == 'train':

@@ -23,6 +23,7 @@ from plumbing.locks import FolderLock
 from rs.certify import certify_dataset
 from rs.results import format_summary
 from rs.runfiles import ResultFiles, read_record
+from rs.sequential import grid_of
 from rs.stats import DEFAULT_SIGMA, modes_of
 
 
@@ -37,6 +38,18 @@ def test_indices(size, start, num, skip, dataset, split='test'):
         raise UsageError(f'--start_img {start} --num_img {num} --skip {skip} reaches test image {last}, past the end '
                          f'of the {dataset} {split} set ({size} images); use --num_img {fits} or less')
     return list(range(start, last + 1, skip))
+
+
+def shard_of(indices, shard):
+    """Slice I of K of `indices` (`shard` (I, K), None: all): every K-th image from the I-th, so that each slice
+    holds easy and hard images alike and a job array's tasks take about the same time."""
+    if shard is None:
+        return indices
+    i, k = shard
+    if k > len(indices):
+        raise UsageError(f'--shard {i}/{k} splits {len(indices)} images into {k} slices, more than there are images: '
+                         f'choose K up to {len(indices)}')
+    return indices[i - 1::k]
 
 
 # the arguments of a certification that its identity records and that an interrupted one is finished with
@@ -58,6 +71,11 @@ def certification_identity(args, model, mode, device):
                 'compile': args.compile}
     if mode == 'hard':
         del identity['beta']
+    # only when given: the identities of CERTIFY's unsharded runs stay as they were
+    if getattr(args, 'radii', None):
+        identity['radii'] = list(grid_of(args.radii))
+    if getattr(args, 'shard', None):
+        identity['shard'] = list(args.shard)
     if getattr(args, 'split', 'test') == 'train':  # only then: the identities of test-set runs stay as they were
         identity['split'] = 'train'
 
@@ -122,7 +140,8 @@ class Certifier:
         # the training set too (CAT-RS's smoothed predictions), read as the test set is: no augmentation
         self.split = getattr(args, 'split', 'test') or 'test'
         self.dataset = get_dataset(args.dataset, args.root, self.split, download=not args.no_download, augment=False)
-        self.indices = test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset, self.split)
+        self.indices = shard_of(test_indices(len(self.dataset), args.start_img, args.num_img, args.skip, args.dataset,
+                                             self.split), getattr(args, 'shard', None))
         self.labels = labels_of(self.dataset)
 
     def check_run(self, run_id, epochs):
@@ -177,13 +196,23 @@ class Certifier:
                                     sigma=a.sigma, mode=mode, beta=a.beta, N0=a.N0, N=a.N, alpha=a.alpha,
                                     batch=a.certify_batch, seed=a.seed, device=self.device, files=files,
                                     identity=identity, record=record, labels=self.labels,
-                                    early_abstain=a.early_abstain, progress=not a.quiet, job=job)
+                                    early_abstain=a.early_abstain, progress=not a.quiet, job=job,
+                                    radii=None if getattr(a, 'radii', None) is None else grid_of(a.radii))
         finally:
             if lock is not None:
                 lock.release()
         if job.is_main:
-            print(format_summary(certified.radii), flush=True)
+            if certified.grid is None:
+                print(format_summary(certified.radii), flush=True)
+            else:
+                print(format_summary(certified.radii, certified.grid, sequential=True), flush=True)
             samples = certified.samples
+            if certified.grid is not None and 'total' in samples:
+                images = len(indices)
+                print(f'==> sequential tests at radii {", ".join(f"{r:g}" for r in certified.grid)}: '
+                      f'{samples["total"] / images:.0f} samples per image on average, {samples["total"]} in all of '
+                      f'the standard protocol\'s {samples["standard_per_image"] * images} ({100 * samples["saved"]:.1f}% '
+                      f'saved)', flush=True)
             if a.early_abstain and 'total' in samples:
                 images = len(indices)
                 print(f'==> early abstention (M {a.early_abstain}): {certified.early} of {images} images abstained '

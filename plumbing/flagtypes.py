@@ -79,6 +79,19 @@ def radius_type(text):
     return value
 
 
+def shard_type(text):
+    """`I/K`: slice I (1 to K) of K of a certification's images, for a job array (each task one slice)."""
+    index, slash, count = text.partition('/')
+    try:
+        i, k = int(index), int(count)
+    except ValueError:
+        i = k = 0
+    if not slash or not 1 <= i <= k or k > 1_000_000:
+        raise argparse.ArgumentTypeError(f'must be I/K, slice I of K (1 <= I <= K, e.g. 3/8 for the third of eight), '
+                                         f'got {text!r}')
+    return (i, k)
+
+
 def file_name(text):
     """A plain file name (the NAME of NAME.mat): no folder, not hidden, not empty."""
     if not text or text in ('.', '..') or text.startswith('.') or '/' in text or '\\' in text or '\0' in text:

@@ -18,10 +18,11 @@ from tqdm import tqdm
 from plumbing.errors import UsageError
 from plumbing.torchrun import SingleProcess
 from rs.checks import RowLimits
-from rs.core import BatchTooLarge, NonFiniteOutput, Smooth, image_generator
+from rs.core import BatchTooLarge, NonFiniteOutput, Smooth, image_generator, out_of_memory
 from rs.results import ImageResult, Row
 from rs.runfiles import LogWriter, add_environment, finish_run, open_run
-from rs.stats import NonFiniteCertificate, certificates, certified_radii, check_alpha, modes_of
+from rs.sequential import NonFiniteImage, Plan, certificate_of, certify_images
+from rs.stats import Evidence, NonFiniteCertificate, certificates, certified_radii, check_alpha, modes_of
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Certified:
     radii: Dict[str, np.ndarray]
     samples: Dict[str, object]
     early: int
+    grid: Optional[tuple] = None  # a sequential certification's radii: its radius column is the largest certified
 
 
 def samples_drawn(drawn: List[Optional[int]], standard_per_image: int) -> Dict[str, object]:
@@ -47,7 +49,7 @@ def samples_drawn(drawn: List[Optional[int]], standard_per_image: int) -> Dict[s
 
 def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, N0, N, alpha, batch, seed,
                     device, files=None, identity=None, record=None, labels=None, early_abstain=0, progress=True,
-                    job=None) -> Certified:
+                    job=None, radii=None) -> Certified:
     """Certify `dataset[i]` for i in `indices`; returns their radii and the samples drawn (`Certified`).
 
     `files` (`rs.runfiles.ResultFiles`, or None to keep nothing): where the results go. `identity`:
@@ -56,20 +58,25 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
     environment). `labels`: the test set's labels, to check logged rows against. `early_abstain`: M
     of `Smooth.evidence` (0: the standard protocol). `job` (`plumbing.torchrun.Distributed`): under torchrun each
     rank certifies its share of the images into a part log of its own, and rank 0 merges the parts
-    into the same files a single process writes.
+    into the same files a single process writes. `radii`: certify sequentially at these radii
+    (`rs.sequential`; hard mode, no early abstention): each image stops as soon as every radius is decided,
+    and its row's radius is the largest one certified.
     """
     job = job or SingleProcess()
     try:
         check_alpha(alpha)
     except ValueError as e:
         raise UsageError(f'{e}; choose another --alpha') from None
+    if radii is not None and (mode != 'hard' or early_abstain):
+        raise UsageError('--radii certifies sequentially with Clopper-Pearson tests: it needs --mode hard and no '
+                         '--early_abstain (the sequential test gives up on hopeless images by itself)')
     smoothed = Smooth(model, num_classes, sigma, device, mode, beta)
     modes = modes_of(mode)
     indices = [int(i) for i in indices]
     done: Dict[int, ImageResult] = {}
     environments: List[dict] = []
     if files is not None:
-        limits = RowLimits(sigma, N, alpha, num_classes, labels, N0, early_abstain)
+        limits = RowLimits(sigma, N, alpha, num_classes, labels, N0, early_abstain, radii)
         done, environments = job.on_main(lambda: open_run(files, identity, record, indices, limits))
     todo = [i for i in indices if i not in done][job.rank::job.world]
     writer = LogWriter(files, job) if files is not None else None
@@ -77,11 +84,45 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
     shown = {'images': 0, 'correct': 0, 'radii': 0.0}  # the progress bar's running accuracy at 0 and ACR
     bar = tqdm(total=len(todo), desc=f'certify N={N}', unit='img', disable=not (progress and job.is_main),
                dynamic_ncols=True, file=sys.stderr)
+    plan = Plan.make(radii, sigma, N, alpha) if radii is not None else None
+    kept = '(the images certified before it are kept)'
+
+    def show(result):
+        first = result.rows[modes[0]]
+        shown['images'] += 1
+        shown['correct'] += first.correct
+        shown['radii'] += first.radius if first.correct else 0.0
+        shown['drawn'] = shown.get('drawn', 0) + (result.drawn or 0)
+        bar.set_postfix_str(f'acc@0={shown["correct"] / shown["images"]:.3f} ' +
+                            (f'samples/img={shown["drawn"] / shown["images"]:.0f}' if plan is not None else
+                             f'ACR={shown["radii"] / shown["images"]:.3f}'), refresh=False)
+        bar.update(1)
+
     try:
-        for idx in todo:
+        if plan is not None:
+            sequential = certify_images(smoothed, plan, ((i, *dataset[i]) for i in todo), N0, batch,
+                                        lambda i: image_generator(seed, i, device), num_classes)
+            try:
+                for idx, label, counts0, cAHat, counts, seconds in sequential:
+                    e = Evidence('hard', cAHat, plan.looks[len(counts) - 1], nA=counts[-1], counts0=counts0,
+                                 looks=tuple(counts))
+                    prediction, r = certificate_of(plan, cAHat, counts)
+                    row = Row(idx, int(label), int(prediction), float(r), int(prediction == label), seconds)
+                    mine[idx] = ImageResult({'hard': row}, {'hard': e}, N0 + e.n)
+                    if writer is not None:
+                        writer.append(mine[idx])
+                    show(mine[idx])
+            except NonFiniteImage as e:
+                raise UsageError(f'the network\'s outputs on test image {e.idx} are NaN or infinite: no certificate '
+                                 f'can be issued {kept}; check the checkpoint and --precision') from None
+            except (RuntimeError, MemoryError) as e:
+                if not out_of_memory(e):
+                    raise
+                raise UsageError(f'--certify_batch {batch}: a batch of that many noisy copies does not fit in the '
+                                 f'memory of {device}; choose a smaller --certify_batch {kept}') from None
+        for idx in (todo if plan is None else ()):
             x, label = dataset[idx]
             t0 = time.perf_counter()
-            kept = '(the images certified before it are kept)'
             try:
                 evidence = smoothed.evidence(x, N0, N, alpha, batch, image_generator(seed, idx, device),
                                              early_abstain, image_generator(seed, idx, device, stream=1))
@@ -107,13 +148,7 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
             mine[idx] = ImageResult(rows, {e.mode: e for e in evidence}, drawn)
             if writer is not None:
                 writer.append(mine[idx])
-            first = rows[modes[0]]
-            shown['images'] += 1
-            shown['correct'] += first.correct
-            shown['radii'] += first.radius if first.correct else 0.0
-            bar.set_postfix_str(f'acc@0={shown["correct"] / shown["images"]:.3f} '
-                                f'ACR={shown["radii"] / shown["images"]:.3f}', refresh=False)
-            bar.update(1)
+            show(mine[idx])
     finally:
         bar.close()
         if writer is not None:
@@ -121,15 +156,16 @@ def certify_dataset(model, dataset, indices, *, num_classes, sigma, mode, beta, 
     results = dict(done)
     for part in job.gather(mine):
         results.update(part)
-    radii = {m: certified_radii([results[i].rows[m].radius for i in indices],
-                                [results[i].rows[m].correct for i in indices]) for m in modes}
+    radii_of = {m: certified_radii([results[i].rows[m].radius for i in indices],
+                                   [results[i].rows[m].correct for i in indices]) for m in modes}
     samples = samples_drawn([results[i].drawn for i in indices], N0 + N)
     if files is not None:
         job.barrier()
         if sum(job.gather(len(todo))):  # this process computed images: its machine is one the run ran on
             environments = add_environment(environments, record)
         extra = {'num_classes': num_classes, 'environments': environments}
-        job.on_main(lambda: finish_run(files, identity, dict(record or {}, **extra), indices, results, radii, samples))
+        job.on_main(lambda: finish_run(files, identity, dict(record or {}, **extra), indices, results, radii_of, samples,
+                                       None if plan is None else plan.radii))
     early = sum(any(e.early for e in results[i].evidence.values()) for i in indices
                 if results[i].evidence is not None)
-    return Certified(radii, samples, early)
+    return Certified(radii_of, samples, early, None if plan is None else plan.radii)

@@ -13,6 +13,7 @@ import numpy as np
 
 from plumbing.errors import UsageError
 from rs.results import Row
+from rs.sequential import Plan, replay
 from rs.stats import Evidence, NoEstimate, NonFiniteCertificate, certificates, largest_radius
 
 
@@ -29,17 +30,24 @@ class RowLimits:
     """
 
     def __init__(self, sigma: float, N: int, alpha: float, num_classes: Optional[int] = None,
-                 labels: Optional[Sequence[int]] = None, N0: Optional[int] = None, early_abstain: int = 0):
+                 labels: Optional[Sequence[int]] = None, N0: Optional[int] = None, early_abstain: int = 0,
+                 radii: Optional[Sequence[float]] = None):
         self.sigma, self.alpha, self.N, self.num_classes, self.labels = sigma, alpha, N, num_classes, labels
         self.N0, self.M = N0, int(early_abstain or 0)
         self.top = {'hard': largest_radius(sigma, N, alpha, 'hard'), 'soft': largest_radius(sigma, N, alpha, 'soft')}
+        # a sequential certification (`rs.sequential`): its radius column holds radii of its grid only
+        self.plan = Plan.make(radii, sigma, N, alpha) if radii is not None else None
 
     @classmethod
     def of(cls, identity: dict, num_classes: Optional[int] = None, labels: Optional[Sequence[int]] = None,
            alpha: Optional[float] = None) -> 'RowLimits':
         """The limits of the run with this identity (its JSON's)."""
+        radii = identity.get('radii')
+        if radii is not None and not (isinstance(radii, list) and radii and
+                                      all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in radii)):
+            raise ValueError('the radii of a sequential certification are a list of numbers')
         return cls(float(identity['sigma']), int(identity['N']), float(identity['alpha'] if alpha is None else alpha),
-                   num_classes, labels, int(identity['N0']), int(identity.get('early_abstain') or 0))
+                   num_classes, labels, int(identity['N0']), int(identity.get('early_abstain') or 0), radii)
 
     def check(self, row: Row, mode: str, path: str, number: int) -> None:
         top = self.top[mode]
@@ -57,6 +65,9 @@ class RowLimits:
             problem = f'prediction {row.predict} is neither {what} nor -1'
         elif row.correct not in (0, 1) or row.correct != int(row.predict == row.label):
             problem = f'correct is {row.correct} for prediction {row.predict} and label {row.label}'
+        elif self.plan is not None and row.radius not in self.plan.radii:
+            problem = (f'radius {row.radius} is not one of the radii the sequential run decides '
+                       f'({", ".join(f"{r:g}" for r in self.plan.radii)})')
         elif not (math.isfinite(row.radius) and 0 <= row.radius <= top * (1 + 1e-12)):
             problem = f'radius {row.radius} is outside [0, {top:.4f}], all that N = {self.N} can certify'
         elif row.predict == -1 and row.radius != 0:
@@ -105,7 +116,13 @@ class RowLimits:
                             f'({int(np.argmax(counts0))})')
             if not (0 <= e.cAHat and (classes is None or e.cAHat < classes)):
                 return f'its selected class cAHat {e.cAHat} ({m}) is not a class'
-            n_wanted = self.M if e.early else self.N
+            if self.plan is None and e.looks is not None:
+                return 'its statistics hold the looks of a sequential test, but the run made none'
+            if self.plan is not None:
+                problem = self._looks_problem(e)
+                if problem:
+                    return problem
+            n_wanted = self.M if e.early else self.N if self.plan is None else e.n
             problem = _sample_problem(e, n_wanted, 'M' if e.early else 'N')
             if problem:
                 return problem
@@ -116,15 +133,22 @@ class RowLimits:
                 problem = _sample_problem(t, self.M, 'M')
                 if problem:
                     return 'in its early test, ' + problem
-        if self.N0 is not None:
+        if self.N0 is not None and self.plan is not None:
+            n = next(iter(evidence.values())).n
+            if drawn != self.N0 + n:
+                return f'{drawn} samples are said to be drawn, not {self.N0 + n} (N0 + the draws of its last look)'
+        elif self.N0 is not None:
             wanted = self.N0 + self.M + (0 if abstained else self.N)
             if drawn != wanted:
                 less = ', less N' if abstained else ''
                 return f'{drawn} samples are said to be drawn, not {wanted} (N0 + M + N{less})'
         modes = tuple(rows)
         try:
-            given = certificates([evidence[m] for m in modes], self.sigma, self.alpha)
+            given = certificates([evidence[m] for m in modes], self.sigma, self.alpha,
+                                 radii=None if self.plan is None else self.plan.radii, N=self.N)
         except NoEstimate:
+            if self.plan is not None:
+                return f'its sequential test at the run\'s alpha {self.alpha:g} would not have stopped at its last look'
             return f'its early abstention is not what the early test gives at the run\'s alpha {self.alpha:g}'
         except NonFiniteCertificate as e:
             return f'its statistics give no finite certificate ({e})'
@@ -132,6 +156,28 @@ class RowLimits:
             if (prediction, radius_) != (rows[m].predict, rows[m].radius):
                 return (f'its row in the {m} log (predict {rows[m].predict}, radius {rows[m].radius}) is not what its '
                         f'statistics give (predict {prediction}, radius {radius_})')
+        return None
+
+
+    def _looks_problem(self, e: Evidence) -> Optional[str]:
+        """What is wrong with the looks of a sequential run's statistics (None when nothing is): there must be
+        some, no more than the plan has, each a count the draws up to it allow, never decreasing, the last one
+        nA at n, the look's draws; and the test must stop at the last look, not before."""
+        assert self.plan is not None
+        looks, sizes = e.looks, self.plan.looks
+        if e.mode != 'hard' or looks is None or e.early or e.early_test is not None:
+            return 'its statistics are not those of a sequential test (hard mode, the counts at each look)'
+        if not 0 < len(looks) <= len(sizes):
+            return f'it holds {len(looks)} looks, not between 1 and the {len(sizes)} of the run\'s schedule'
+        previous_n, previous = 0, 0
+        for n, a in zip(sizes, looks):
+            if not previous <= a <= previous + n - previous_n:
+                return f'its count {a} at the look of {n} draws is not one the draws since the look before allow'
+            previous_n, previous = n, a
+        if e.n != sizes[len(looks) - 1] or e.nA != looks[-1]:
+            return f'its n {e.n} and nA {e.nA} are not those of its last look ({sizes[len(looks) - 1]}, {looks[-1]})'
+        if replay(self.plan, looks) != len(looks):
+            return 'its sequential test stops at another look than its last one'
         return None
 
 

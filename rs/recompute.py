@@ -24,9 +24,10 @@ from plumbing.outputs import output_folder, text_writer, write_together
 from plumbing.records import VERSION
 from rs.checks import RowLimits
 from rs.results import ImageResult, Row, header_line, mat_writer, read_text, strict_json, summary
-from rs.runfiles import (ResultFiles, check_digest, images_without_statistics, read_record, read_results, run_files_in,
+from rs.runfiles import (RADIUS_COLUMN, ResultFiles, check_digest, images_without_statistics, read_record, read_results, run_files_in,
                          run_indices, write_record)
-from rs.stats import (BOUNDS, Evidence, NoEstimate, NonFiniteCertificate, certificates, certified_radii, check_alpha,
+from rs.sequential import grid_of
+from rs.stats import (GRID, BOUNDS, Evidence, NoEstimate, NonFiniteCertificate, certificates, certified_radii, check_alpha,
                       early_test_abstains, modes_of)
 
 
@@ -203,6 +204,12 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
     if bound not in BOUNDS[mode]:
         raise UsageError(f'{mode} statistics allow the bounds {", ".join(BOUNDS[mode])}, not {bound}: the soft scores '
                          f'are not 0/1 outcomes, which Clopper-Pearson needs')
+    grid = identity.get('radii')
+    if grid is not None:
+        grid = grid_of(grid)
+        if bound != 'clopper-pearson':
+            raise UsageError(f'{record_path} is a sequential certification: its tests are Clopper-Pearson\'s, so it '
+                             f'can be recomputed at another alpha, not with the {bound} bound')
     outputs = check_output_prefix(out) if out is not None else None
     if not os.path.exists(files.stats):
         raise UsageError(f'{files.stats} does not exist: the run was made by a version of this tool that kept no '
@@ -230,7 +237,8 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
                              f'at alpha {alpha:g}, above the run\'s {run_alpha:g}, the test could abstain on them, so '
                              f'a recomputation could differ from a fresh run; recompute at an alpha up to '
                              f'{run_alpha:g}, or certify again')
-    rows, early_now = _recomputed_rows(done, evidence, modes.index(mode), sigma, alpha, bound, run_alpha)
+    rows, early_now = _recomputed_rows(done, evidence, modes.index(mode), sigma, alpha, bound, run_alpha, grid,
+                                       int(identity['N']))
     radii = certified_radii([r.radius for r in rows], [r.correct for r in rows])
     early_kept = sum(1 for i in indices if evidence[i][0].early)
     written = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
@@ -269,7 +277,11 @@ def recompute(record_path: str, alpha: Optional[float] = None, bound: Optional[s
                         f'effective_alpha (the largest alpha per mode and bound, summed), not 1 - alpha (at the run\'s '
                         f'own alpha and bound they are the run\'s certificates, made before any look)'),
         }
-        result = {'rows': rows, 'radii': radii, 'summary': summary(radii), 'recomputed': recomputed}
+        if grid is not None:
+            recomputed['radii'] = list(grid)
+            recomputed['radius_column'] = RADIUS_COLUMN
+        result = {'rows': rows, 'radii': radii, 'summary': summary(radii, GRID if grid is None else grid,
+                                                                   grid is not None), 'recomputed': recomputed}
         if outputs is not None:
             output_folder(out)
             log_text = header_line() + ''.join(r.line() for r in rows)
@@ -302,7 +314,8 @@ def _bytes_writer(data: bytes):
 
 
 def _recomputed_rows(done: Dict[int, ImageResult], evidence: Dict[int, Tuple[Evidence, ...]], column: int,
-                     sigma: float, alpha: float, bound: str, run_alpha: float) -> Tuple[List[Row], int]:
+                     sigma: float, alpha: float, bound: str, run_alpha: float, grid=None,
+                     N: Optional[int] = None) -> Tuple[List[Row], int]:
     """Each image's row at `alpha` (the mode in `column` of its evidence; labels and times as logged), and how
     many images the early test abstains on there; a UsageError where no row can equal a fresh run's."""
     rows = []
@@ -312,8 +325,13 @@ def _recomputed_rows(done: Dict[int, ImageResult], evidence: Dict[int, Tuple[Evi
         early_now += len(tests) == len(e_i) and early_test_abstains(tests, alpha)
         logged = done[i].rows[e_i[column].mode]
         try:
-            prediction, r = certificates(e_i, sigma, alpha, bound)[column]
+            prediction, r = certificates(e_i, sigma, alpha, bound, radii=grid, N=N)[column]
         except NoEstimate as e:
+            if grid is not None:
+                raise UsageError(f'image {i} cannot be recomputed at alpha {alpha:g}: {e}, which a fresh run would '
+                                 f'have drawn; a sequential run recomputes only at an alpha whose tests all stop '
+                                 f'within the looks it made (its own, {run_alpha:g}, always does): certify again with '
+                                 f'--alpha {alpha:g}') from None
             raise UsageError(f'image {i} cannot be recomputed at alpha {alpha:g}: {e}, so a fresh run would draw its '
                              f'N estimation samples and none were kept; certify again with --alpha {alpha:g}, or '
                              f'recompute at an alpha at which the early test abstains on it (e.g. the run\'s, '

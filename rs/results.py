@@ -275,22 +275,33 @@ def _describe(value):
     return type(value).__name__
 
 
-def summary(radii, grid=GRID) -> dict:
-    """Certified accuracy on `grid`, counts and ACR of one mode's radii (MACER encoding)."""
+# what a sequential run's JSON and summary say instead of an ACR
+NO_ACR = ('no ACR: a sequential certification decides only the radii of its grid, so each image\'s radius column '
+          'is the largest grid radius it certified, not its certified radius, and an average of those would '
+          'understate the ACR by an amount that depends on the grid')
+
+
+def summary(radii, grid=GRID, sequential: bool = False) -> dict:
+    """Certified accuracy on `grid`, counts and ACR of one mode's radii (MACER encoding). `sequential`: the
+    radii are a sequential run's (grid radii only; `grid` is its grid): no ACR, and a note saying why."""
     radii = np.asarray(radii, dtype=np.float64)
     acc = certified_accuracy(radii, grid)
-    return {'num_img': int(radii.size),
-            'radius': [float(r) for r in grid],
-            'number': [int(round(a * radii.size)) for a in acc],
-            'accuracy': [float(a) for a in acc],
-            'acr': acr(radii)}
+    out = {'num_img': int(radii.size),
+           'radius': [float(r) for r in grid],
+           'number': [int(round(a * radii.size)) for a in acc],
+           'accuracy': [float(a) for a in acc],
+           'acr': None if sequential else acr(radii)}
+    if sequential:
+        out['acr_note'] = NO_ACR
+    return out
 
 
-def format_summary(radii_by_mode, grid=GRID) -> str:
-    """The public MACER code's certification summary: the image count, then a block per mode."""
+def format_summary(radii_by_mode, grid=GRID, sequential: bool = False) -> str:
+    """The public MACER code's certification summary: the image count, then a block per mode (`sequential`:
+    at the run's grid, without the ACR, which such a run does not give)."""
     lines = ['===Certify Summary===']
     for i, (mode, radii) in enumerate(radii_by_mode.items()):
-        s = summary(radii, grid)
+        s = summary(radii, grid, sequential)
         if i == 0:
             lines.append(f'Total Image Number: {s["num_img"]}')
         if len(radii_by_mode) > 1:
@@ -298,7 +309,7 @@ def format_summary(radii_by_mode, grid=GRID) -> str:
         for r, number in zip(s['radius'], s['number']):
             # the public code prints number / total * 100; rounded, so 57 of 100 reads 57.0, not 56.99999999999999
             lines.append(f'Radius: {r}  Number: {number}  Acc: {round(number / s["num_img"] * 100, 10)}')
-        lines.append(f'ACR: {s["acr"]}')
+        lines.append(f'ACR: {s["acr"]}' if not sequential else f'ACR: none ({NO_ACR})')
     return '\n'.join(lines)
 
 

@@ -139,9 +139,17 @@ def run_files_in(folder: str) -> Dict[str, str]:
 
 
 def run_indices(identity: dict) -> range:
-    """The test images of the run with this identity: start_img, start_img + skip, ..., num_img of them."""
+    """The test images of the run with this identity: start_img, start_img + skip, ..., num_img of them; of a
+    shard I/K (`--shard`), every K-th of those from the I-th."""
     start, num, skip = int(identity['start_img']), int(identity['num_img']), int(identity['skip'])
-    return range(start, start + num * skip, skip)
+    indices = range(start, start + num * skip, skip)
+    shard = identity.get('shard')
+    if shard is not None:
+        i, k = (int(v) for v in shard)
+        if not 1 <= i <= k:
+            raise ValueError(f'shard {shard} is not a slice I of K')
+        indices = indices[i - 1::k]
+    return indices
 
 
 def read_results(files: ResultFiles, indices: Sequence[int], limits: RowLimits, *, parts: bool = True,
@@ -368,19 +376,30 @@ def add_environment(environments: List[dict], record: Optional[dict]) -> List[di
 
 
 def finish_run(files: ResultFiles, identity: dict, record: dict, indices: Sequence[int],
-               results: Dict[int, ImageResult], radii: Dict[str, np.ndarray], samples: Dict[str, object]) -> None:
+               results: Dict[int, ImageResult], radii: Dict[str, np.ndarray], samples: Dict[str, object],
+               grid: Optional[Sequence[float]] = None) -> None:
     """The final logs (every image once, in index order), the .mat and the complete JSON, which records the
-    logs' digest and the images certified by a version that kept no statistics."""
+    logs' digest and the images certified by a version that kept no statistics. `grid`: a sequential run's
+    radii (its summary is at those, without an ACR, and the JSON says what its radius column holds)."""
     write_logs(files, indices, results)
     files.remove_parts()
     write_mat(files.mat, radii)
     seconds = sum(results[i].rows[files.modes[0]].seconds for i in indices)
     without = [i for i in indices if results[i].evidence is None]
     record = dict(record, sha256=files.digests(), **({'without_statistics': without} if without else {}))
-    _write_json(files, identity, record, 'complete', radii_by_mode=radii, seconds=seconds, samples=samples)
+    if grid is not None:
+        record = dict(record, radius_column=RADIUS_COLUMN)
+    _write_json(files, identity, record, 'complete', radii_by_mode=radii, seconds=seconds, samples=samples, grid=grid)
 
 
-def _write_json(files, identity, record, status, radii_by_mode=None, seconds=None, samples=None):
+# what the JSON of a sequential run says of its radius column (and of the .mat, which holds the same radii)
+RADIUS_COLUMN = ('sequential certification (identity.radii): each row\'s radius is the largest radius of the grid '
+                 'whose test certified it (pA >= Phi(r / sigma) with probability at least 1 - alpha), not the '
+                 'certified radius sigma * Phi^-1(pABar) of CERTIFY; certified accuracy holds at the grid\'s radii '
+                 'only, and no ACR is computed from such a run')
+
+
+def _write_json(files, identity, record, status, radii_by_mode=None, seconds=None, samples=None, grid=None):
     # the record of the recomputations made from the run's statistics stays with it (`rs.recompute`): a rerun
     # of the finished run's command rewrites the JSON, never that record
     try:
@@ -399,7 +418,8 @@ def _write_json(files, identity, record, status, radii_by_mode=None, seconds=Non
         'written': datetime.now(timezone.utc).isoformat(timespec='seconds'),
     }
     if radii_by_mode is not None:
-        content['summary'] = {m: summary(r, GRID) for m, r in radii_by_mode.items()}
+        content['summary'] = {m: summary(r, GRID if grid is None else grid, grid is not None)
+                              for m, r in radii_by_mode.items()}
         content['seconds'] = seconds
         content['samples'] = samples
         total = samples.get('total', samples['standard_per_image'] * len(next(iter(radii_by_mode.values()))))

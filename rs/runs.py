@@ -22,7 +22,8 @@ from plumbing.files import check_regular, sha256_of
 from rs.checks import RowLimits
 from rs.results import is_run_record, parse_log, read_bytes, read_mat, read_result_json, read_text, read_tsv, summary
 from rs.runfiles import ResultFiles, check_digest, images_without_statistics, read_results, run_indices
-from rs.stats import BOUNDS, MODES, certified_radii, lower_confidence_bound, modes_of
+from rs.sequential import grid_of
+from rs.stats import BOUNDS, GRID, MODES, certified_radii, lower_confidence_bound, modes_of
 
 
 # --- what the per-image statistics say beyond the certificate ------------------------------------------
@@ -89,6 +90,7 @@ class Run:
     expected: Optional[int] = None
     reads: Tuple[str, ...] = ()
     key: str = ''
+    grid: Optional[Tuple[float, ...]] = None  # a sequential run's radii (`radii` then holds grid radii only)
 
     def restricted(self, keep: np.ndarray) -> 'Run':
         """The same run on the images `keep` (indices it holds, in order)."""
@@ -149,7 +151,7 @@ def _chosen_mode(path: str, asked: Optional[str], file_mode: Optional[str], mode
     return mode
 
 
-def read_run(path: str, mode: Optional[str] = None, incomplete: bool = False) -> Run:
+def read_run(path: str, mode: Optional[str] = None, incomplete: bool = False, sequential: bool = False) -> Run:
     """A result file as a `Run`, checked as a resume checks it: the one reader of every command that reads results.
 
     Accepts this project's NAME.json, NAME.MODE.tsv or NAME.mat (each read through the run's JSON: every row
@@ -158,7 +160,8 @@ def read_run(path: str, mode: Optional[str] = None, incomplete: bool = False) ->
     and a TSV log of another tool (Cohen's, Salman's; `checked` 'unchecked') or a MACER `.mat` without JSON
     (no image indices). `mode`: which certificates (None: the file's own, else the run's first). An
     unfinished run is refused unless `incomplete`; an edited, cut or foreign file is refused with one line
-    naming it."""
+    naming it. A sequential run (`--radii`) is refused unless `sequential`: its radius column is the largest
+    certified radius of its grid, from which no curve or ACR can be computed (`sequential_refusal`)."""
     check_regular(path, 'give a result file (NAME.json, a TSV log)', 'a result file')
     record_path = record_beside(path)
     file_mode = _file_mode(os.path.basename(path))
@@ -168,13 +171,29 @@ def read_run(path: str, mode: Optional[str] = None, incomplete: bool = False) ->
         return _from_log(path, _chosen_mode(path, mode, file_mode, MODES[:1] if file_mode is None else (file_mode,)))
     record = read_result_json(record_path, 'move it away, or give the run\'s files in a folder of their own')
     if record is not None and is_run_record(record):
+        if record['identity'].get('radii') is not None and not sequential:
+            raise UsageError(sequential_refusal(record_path, record['identity']['radii']))
         return _checked_run(path, record_path, record, mode, file_mode, incomplete)
     if record is not None and isinstance(record.get('recomputed'), dict):
+        if record['recomputed'].get('radii') is not None:
+            raise UsageError(sequential_refusal(record_path, record['recomputed']['radii']))
         return _checked_recomputation(path, record_path, record, mode)
     if record_path == path:
         raise UsageError(f'{path} is not a result summary of this tool (no "identity"); give its TSV log instead')
     raise UsageError(f'{record_path}, beside {path}, is not a result summary of this tool, so {path} cannot be '
                      f'checked against its run; move {os.path.basename(record_path)} away to read the file unchecked')
+
+
+def sequential_refusal(record_path: str, radii) -> str:
+    """Why a reader of radii refuses a sequential run."""
+    try:
+        grid = ', '.join(f'{r:g}' for r in grid_of(radii))
+    except (TypeError, ValueError):
+        grid = str(radii)[:60]
+    return (f'{record_path} is a sequential certification at the radii {grid}: its radius column is the largest of '
+            f'those its tests certified, not each image\'s certified radius, so no ACR, curve or comparison between '
+            f'radii can be computed from it; its certified accuracy at those radii is the summary in its JSON, or '
+            f'certify with CERTIFY (no --radii) for the full curve')
 
 
 def _checked_run(path: str, record_path: str, record: dict, asked: Optional[str], file_mode: Optional[str],
@@ -222,7 +241,10 @@ def _checked_run(path: str, record_path: str, record: dict, asked: Optional[str]
     labels = np.array([r.label for r in rows], dtype=np.int64)
     noise = bound = None
     notes: Tuple[str, ...] = ()
-    if 'hard' in modes and mode == 'hard':
+    if identity.get('radii') is not None:
+        notes = ('a sequential run stops each image when its radii are decided, so its counts are no estimate of '
+                 'the accuracy under noise (optional stopping biases them): none is given',)
+    elif 'hard' in modes and mode == 'hard':
         evidence = [(done[i].evidence or {}).get('hard') for i in order]
         if all(e is not None for e in evidence):
             e_ = [e for e in evidence if e is not None]
@@ -240,7 +262,8 @@ def _checked_run(path: str, record_path: str, record: dict, asked: Optional[str]
                None if identity.get('dataset') is None else str(identity['dataset']), noise, bound, notes,
                N0=limits.N0, bound_name=BOUNDS[mode][0], checked=checked, complete=complete,
                expected=len(indices), reads=tuple(reads),
-               key='run:' + json.dumps([identity, mode], sort_keys=True, default=str))
+               key='run:' + json.dumps([identity, mode], sort_keys=True, default=str),
+               grid=None if identity.get('radii') is None else grid_of(identity['radii']))
 
 
 def selection_shares(record_path: str, dataset: str, size: int, num_classes: int) -> np.ndarray:
@@ -286,17 +309,21 @@ def selection_shares(record_path: str, dataset: str, size: int, num_classes: int
 def _check_summary(record_path: str, record: dict, radii_of: Dict[str, np.ndarray]) -> None:
     """A finished run's JSON summary must be what its logs give (a reader may draw it, as trainingcurves does)."""
     given = record.get('summary')
+    grid = record['identity'].get('radii')
     for m, radii in radii_of.items():
         s: Any = given.get(m) if isinstance(given, dict) else {}
-        wanted = summary(radii)
+        wanted = summary(radii, GRID if grid is None else grid_of(grid), grid is not None)
         try:
-            ok = math.isclose(float(s['acr']), wanted['acr'], rel_tol=1e-12, abs_tol=1e-15) and \
+            same_acr = s['acr'] is None if grid is not None else \
+                math.isclose(float(s['acr']), wanted['acr'], rel_tol=1e-12, abs_tol=1e-15)
+            ok = same_acr and \
                 [int(v) for v in s['number']] == wanted['number'] and int(s['num_img']) == wanted['num_img']
         except (KeyError, TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
+            acr_text = 'none' if wanted['acr'] is None else f'{wanted["acr"]:.6g}'
             raise UsageError(f'{record_path}: its {m} summary (ACR, counts) is not what the run\'s logs give (ACR '
-                             f'{wanted["acr"]:.6g}); the JSON was edited: restore it, or certify again')
+                             f'{acr_text}); the JSON was edited: restore it, or certify again')
 
 
 def _check_mat(mat: str, radii_of: Dict[str, np.ndarray]) -> None:

@@ -158,6 +158,10 @@ class Evidence:
     certificate; otherwise `early_test` holds the M draws' statistics (an Evidence with `n` = M)
     beside the n draws', so that the test can be replayed at another alpha (`certificates`). A run
     of version 1.0.0 kept them only for the images the test abstained on: `early_test` is None.
+
+    A sequential certification (`rs.sequential`, hard mode): `looks` holds the successes nA counted at each
+    look made (cumulative), `n` and `nA` those of the last; the certificate is the test's decision, which
+    needs the run's grid and N (`certificates(..., radii=, N=)`).
     """
     mode: str
     cAHat: int
@@ -168,6 +172,7 @@ class Evidence:
     counts0: Optional[Tuple[int, ...]] = None
     early: bool = False
     early_test: Optional['Evidence'] = None
+    looks: Optional[Tuple[int, ...]] = None
 
     def test_statistics(self) -> Optional['Evidence']:
         """The early test's statistics (its M draws), None when there was no test or they were not kept."""
@@ -237,8 +242,8 @@ def certificate(evidence: Evidence, sigma: float, alpha: float, bound: Optional[
     return certificates((evidence,), sigma, alpha, bound)[0]
 
 
-def certificates(evidence: Sequence[Evidence], sigma: float, alpha: float,
-                 bound: Optional[str] = None) -> Tuple[Tuple[int, float], ...]:
+def certificates(evidence: Sequence[Evidence], sigma: float, alpha: float, bound: Optional[str] = None,
+                 radii: Optional[Sequence[float]] = None, N: Optional[int] = None) -> Tuple[Tuple[int, float], ...]:
     """Each mode's (prediction, radius) of one image at `alpha`, from its statistics (one Evidence per mode).
 
     With an early test, it is replayed at `alpha` on the kept M-draw statistics: where it abstains,
@@ -249,7 +254,13 @@ def certificates(evidence: Sequence[Evidence], sigma: float, alpha: float,
     are no estimation draws), `NonFiniteCertificate` when a bound or radius is not a finite number.
     Statistics without a kept test (no early test, or one of version 1.0.0 that did not abstain) are
     taken as not abstaining.
+
+    Statistics of a sequential certification (`looks`) give the test's decision at `alpha` for the grid
+    `radii` and the N of the run (`rs.sequential.certificate_of`); `NoEstimate` when at `alpha` the test
+    would have gone on past the looks that were made.
     """
+    if any(e.looks is not None for e in evidence):
+        return tuple(_sequential_certificate(e, sigma, alpha, bound, radii, N) for e in evidence)
     tests = [t for e in evidence if (t := e.test_statistics()) is not None]
     if evidence and len(tests) == len(evidence):
         if early_test_abstains(tests, alpha):
@@ -269,6 +280,20 @@ def certificates(evidence: Sequence[Evidence], sigma: float, alpha: float,
                                        f'finite number')
         out.append((e.cAHat, r))
     return tuple(out)
+
+
+def _sequential_certificate(e: Evidence, sigma, alpha, bound, radii, N) -> Tuple[int, float]:
+    from rs.sequential import Plan, certificate_of, replay  # rs.sequential builds on this module
+    if e.looks is None or e.mode != 'hard' or radii is None or N is None:
+        raise ValueError('the statistics of a sequential certification give a certificate only with the run\'s '
+                         'radii and N, in hard mode')
+    if bound not in (None, 'clopper-pearson'):
+        raise ValueError(f'a sequential certification is decided by Clopper-Pearson tests, not the {bound} bound')
+    plan = Plan.make(radii, sigma, N, alpha)
+    made = replay(plan, e.looks)
+    if made is None:
+        raise NoEstimate(f'at alpha {alpha:g} its test would go on past the {e.n} draws that were made')
+    return certificate_of(plan, e.cAHat, e.looks[:made])
 
 
 def largest_radius(sigma: float, N: int, alpha: float, mode: str = 'hard') -> float:

@@ -25,6 +25,8 @@ def evidence_line(idx: int, label: int, evidence: Dict[str, Evidence], drawn: in
             fields['early'] = True
         if e.early_test is not None:
             fields['early_test'] = _draws(e.early_test)
+        if e.looks is not None:
+            fields['looks'] = [int(c) for c in e.looks]
         entry[mode] = fields
     # json writes floats with repr: every digit survives; never NaN (JSON has none)
     return strict_json(entry, f'the statistics of image {idx}') + '\n'
@@ -71,6 +73,10 @@ def parse_evidence(text: str, path: str, modes: Sequence[str]) -> List[tuple]:
                 e = _parse_draws(m, cAHat, f, counts0, bool(f.get('early')))
                 if 'early_test' in f:
                     e = Evidence(**{**e.__dict__, 'early_test': _parse_draws(m, cAHat, f['early_test'], counts0)})
+                if 'looks' in f:
+                    if m != 'hard' or not isinstance(f['looks'], list) or not f['looks']:
+                        raise TypeError
+                    e = Evidence(**{**e.__dict__, 'looks': tuple(_integer(c) for c in f['looks'])})
                 evidence[m] = e
             out.append((_integer(entry['idx']), _integer(entry['label']), evidence, _integer(entry['drawn'])))
         except (ValueError, KeyError, TypeError, AttributeError):
