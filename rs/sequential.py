@@ -29,6 +29,7 @@ recomputation needs. Betting confidence sequences (Voracek 2024) are tighter for
 not exact finite-sample tests of a fixed form, and their replay needs every draw; the adaptive scheme of
 Horvath et al. (2022) is the same union-bound idea with two or three stages.
 """
+import functools
 import math
 import sys
 import time
@@ -101,19 +102,25 @@ def decide(plan: Plan, counts: Sequence[int]) -> Decision:
     best_lower, least_upper = 0.0, 1.0
     k = len(counts) - 1
     for j, a in enumerate(counts):
-        n, level = plan.looks[j], plan.levels[j]
-        best_lower = max(best_lower, lower_confidence_bound(int(a), n, level))
-        least_upper = min(least_upper, upper_confidence_bound(int(a), n, level))
+        lower, upper = _bounds(int(a), plan.looks[j], plan.levels[j])
+        best_lower, least_upper = max(best_lower, lower), min(least_upper, upper)
     certified = [t <= best_lower for t in plan.thresholds]
     top = max((i for i, c in enumerate(certified) if c), default=None)
     if k == len(plan.looks) - 1:
         return Decision(True, top)
     a, n = int(counts[-1]), plan.looks[k]
     # the best the last look could still give: every remaining draw a success
-    reachable = lower_confidence_bound(a + plan.N - n, plan.N, plan.levels[-1])
+    reachable = _bounds(a + plan.N - n, plan.N, plan.levels[-1])[0]
     undecided = [i for i, t in enumerate(plan.thresholds)
                  if not certified[i] and t <= least_upper and t <= reachable]
     return Decision(not undecided, top)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _bounds(a: int, n: int, level: float) -> Tuple[float, float]:
+    """The one-sided Clopper-Pearson (lower, upper) bounds of a look; cached, as `decide` goes over the looks
+    before it again at each look."""
+    return lower_confidence_bound(a, n, level), upper_confidence_bound(a, n, level)
 
 
 def certificate_of(plan: Plan, cAHat: int, counts: Sequence[int]) -> Tuple[int, float]:
