@@ -37,7 +37,7 @@ def help_blocks(text):
 
 @pytest.mark.parametrize('command', [['main.py'], ['visualize/plotcurves.py'], ['visualize/trainingcurves.py'],
                                      ['visualize/recompute.py'], ['visualize/compare.py'], ['visualize/leaderboard.py'],
-                                     ['bench/bench.py']])
+                                     ['visualize/merge.py'], ['bench/bench.py'], ['bench/sequential.py']])
 def test_help_gives_each_default_once_and_none_for_required_flags(command):
     r = subprocess.run([sys.executable, *command, '--help'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0
@@ -98,3 +98,17 @@ def test_the_benchmark_runs_a_row_and_records_where_it_ran(tmp_path):
     assert (row['model'], row['what'], row['setting'], row['unit']) == ('lenet', 'certify', 'cl', 'noisy samples/s')
     assert row['value'] > 0 and row['vs_forward'] > 0
     assert result['info']['device'] == 'cpu' and result['info']['device_name']
+
+
+def test_the_sequential_benchmark_pairs_the_two_runs(tmp_path):
+    """Not a timing test: bench/sequential.py on three images prints the paired table and writes the JSON."""
+    out = tmp_path / 'seq.json'
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'sequential.py'), '--settings', 'macer',
+                        '--num_img', '3', '--N', '300', '--N0', '50', '--skip', '17', '--json', str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'samples per image: fixed 350, sequential' in r.stdout and '| 0.75 |' in r.stdout
+    m, = json.loads(out.read_text())['settings']
+    assert m['images'] == 3 and m['samples_per_image']['fixed'] == 350
+    assert 0 < m['samples_per_image']['sequential'] <= 350 and [c['radius'] for c in m['radii']] == [0, 0.25, 0.5,
+                                                                                                      0.75, 1.0]

@@ -153,7 +153,7 @@ def test_readers_refuse_to_compute_an_acr_and_recompute_replays(tmp_path):
     with pytest.raises(UsageError, match='sequential certification at the radii 0, 0.25, 0.5'):
         read_run(seq)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for argv in (['compare.py', seq, seq], ['plotcurves.py', seq]):
+    for argv in (['compare.py', seq, seq], ['plotcurves.py', seq], ['leaderboard.py', seq]):
         p = subprocess.run([sys.executable, os.path.join(root, 'visualize', argv[0]), *argv[1:], '--out',
                             str(tmp_path / 'x')], capture_output=True, text=True)
         assert p.returncode == 2 and 'no ACR, curve' in p.stderr and 'Traceback' not in p.stderr
