@@ -44,6 +44,22 @@ def test_sharded_certification_equals_a_single_process(tmp_path, digits_lenet):
     assert shared.stdout.count('===Certify Summary===') == 1
 
 
+
+def test_sequential_shard_under_torchrun_equals_a_single_process(tmp_path, digits_lenet):
+    """A slice of a job array (--shard) certified sequentially (--radii) by two processes: the rows, statistics
+    and .mat of one process certifying that slice."""
+    flags = [*CERT, '--mode', 'hard', '--radii', '0.25', '0.5', '--shard', '2/3', '--resume_ckpt', digits_lenet]
+    single = run_main(*flags, '--matdir', tmp_path / 'one', env=ENV)
+    assert single.returncode == 0, single.stderr
+    shared = torchrun(*flags, '--matdir', tmp_path / 'two')
+    assert shared.returncode == 0, shared.stderr
+    assert rows(tmp_path / 'two' / '8.hard.tsv') == rows(tmp_path / 'one' / '8.hard.tsv')
+    assert (tmp_path / 'two' / '8.stats.jsonl').read_bytes() == (tmp_path / 'one' / '8.stats.jsonl').read_bytes()
+    assert (sio.loadmat(tmp_path / 'two' / '8.mat')['hard'] == sio.loadmat(tmp_path / 'one' / '8.mat')['hard']).all()
+    one, two = (json.loads((tmp_path / d / '8.json').read_text()) for d in ('one', 'two'))
+    assert one['identity'] == two['identity'] and one['identity']['shard'] == [2, 3]
+    assert one['summary'] == two['summary'] and one['summary']['hard']['acr'] is None
+
 TRAIN = ['--task', 'train', '--dataset', 'digits', '--gauss_num', '2', '--batch_size', '64', '--lr', '0.05',
          '--quiet', '--cert_from', '3', '--cert_every', '10', '--start_img', '0', '--num_img', '6', '--N', '200']
 
