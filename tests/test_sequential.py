@@ -196,6 +196,15 @@ def test_resume_and_edits(tmp_path):
         read_run(seq, sequential=True)
 
 
+def _status(argv):
+    """main.py's exit status for `argv`, run in this process (argparse's refusals exit)."""
+    import main
+    try:
+        return main.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 @pytest.mark.parametrize('flags, message', [
     (('--radii', '0.25', '--mode', 'soft'), 'hard mode only'),
     (('--radii', '0.25', '--early_abstain', '100'), 'leave --early_abstain out'),
@@ -204,14 +213,26 @@ def test_resume_and_edits(tmp_path):
     (('--shard', '2/0'), '--shard'),
     (('--shard', '3/30'), 'more than there are images'),
 ])
-def test_bad_flags(tmp_path, flags, message):
+def test_bad_flags(tmp_path, capsys, flags, message):
+    """Refused with one line and exit 2, in this process (the command line's own path: `test_bad_flags_as_run`)."""
+    assert _status(['--task', 'test', '--dataset', 'digits', '--resume_ckpt', 'checkpoints/digits-macer-0.25.pth',
+                    '--num_img', '5', '--start_img', '0', '--N', '100', '--matdir', str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_flags_as_run(tmp_path):
     p = run_main('--task', 'test', '--dataset', 'digits', '--resume_ckpt', 'checkpoints/digits-macer-0.25.pth',
-                 '--num_img', '5', '--start_img', '0', '--N', '100', '--matdir', str(tmp_path), *flags)
-    assert p.returncode != 0 and message in p.stderr and 'Traceback' not in p.stderr
+                 '--num_img', '5', '--start_img', '0', '--N', '100', '--matdir', str(tmp_path), '--radii', '0.25',
+                 '--mode', 'soft')
+    assert p.returncode == 2 and 'hard mode only' in p.stderr and 'Traceback' not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-def test_training_refuses_radii_and_shard(tmp_path):
+def test_training_refuses_radii_and_shard(tmp_path, capsys):
     for flag in (('--radii', '0.25'), ('--shard', '1/2')):
-        p = run_main('--task', 'train', '--preset', 'digits-gaussian-0.25', '--epochs', '1', *flag)
-        assert p.returncode != 0 and 'applies to the certifications of --task test' in p.stderr
+        assert _status(['--task', 'train', '--preset', 'digits-gaussian-0.25', '--epochs', '1',
+                        '--ckptdir', str(tmp_path / 'ckpt'), *flag]) == 2
+        assert 'applies to the certifications of --task test' in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'ckpt') or not os.listdir(tmp_path / 'ckpt')
