@@ -32,6 +32,7 @@ import main as entry  # noqa: E402
 from plumbing.devices import cpu_name  # noqa: E402
 from plumbing.flagtypes import HelpFormatter, Parser, nonneg_int, positive_int, probability, radius_type  # noqa: E402
 from rs.compare import mcnemar_exact, paired_difference  # noqa: E402
+from rs.results import parse_log  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {  # name: (checkpoint, sigma)
@@ -43,13 +44,9 @@ SETTINGS = {  # name: (checkpoint, sigma)
 
 
 def _rows(path):
-    """{idx: (radius, correct)} of a hard-mode log."""
+    """{idx: (radius, correct)} of a hard-mode log (read as every tool reads one: `rs.results.parse_log`)."""
     with open(path) as f:
-        lines = f.read().splitlines()
-    head = lines[0].split('\t')
-    at = {k: head.index(k) for k in ('idx', 'radius', 'correct')}
-    return {int(c[at['idx']]): (float(c[at['radius']]), int(c[at['correct']]))
-            for c in (line.split('\t') for line in lines[1:])}
+        return {r.idx: (r.radius, r.correct) for r in parse_log(f.read(), path)}
 
 
 def _certify(folder, name, checkpoint, sigma, args, extra=()):
