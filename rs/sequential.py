@@ -188,6 +188,7 @@ def certify_images(smoothed, plan: Plan, images: Iterator[Tuple[int, object, int
     import torch
     device, sigma = smoothed.device, smoothed.sigma
     model = smoothed.base_classifier
+    model.eval()  # as `Smooth.evidence`: BatchNorm's running statistics, no dropout
     active: List[_Image] = []
     source = iter(images)
     exhausted = False

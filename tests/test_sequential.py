@@ -236,3 +236,28 @@ def test_training_refuses_radii_and_shard(tmp_path, capsys):
                         '--ckptdir', str(tmp_path / 'ckpt'), *flag]) == 2
         assert 'applies to the certifications of --task test' in capsys.readouterr().err
     assert not os.path.exists(tmp_path / 'ckpt') or not os.listdir(tmp_path / 'ckpt')
+
+
+def test_a_batchnorm_network_is_certified_in_eval_mode():
+    """A network handed over in training mode (as a freshly built one is) is certified with its running
+    statistics, as CERTIFY certifies it, and they are left as they were."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 3))
+    net[1].running_mean.uniform_(-1, 1)
+    net[1].running_var.uniform_(0.5, 2)
+    kept = {k: v.clone() for k, v in net.state_dict().items()}
+    plan = Plan.make([0.25, 0.5], 0.25, 500, 0.001)
+    xs = [(i, torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(i)), 0) for i in range(4)]
+
+    def run(model):
+        return list(certify_images(Smooth(model, 3, 0.25, 'cpu', 'hard'), plan, iter(xs), 50, 128,
+                                   lambda i: image_generator(3, i, 'cpu'), 3))
+    net.train()
+    trained_mode = run(net)
+    assert not net.training
+    assert all(torch.equal(v, kept[k]) for k, v in net.state_dict().items())
+    assert [r[:5] for r in trained_mode] == [r[:5] for r in run(net.eval())]
+    # CERTIFY's selection on the same noise: the same class
+    for idx, _, counts0, cAHat, _, _ in trained_mode:
+        e = Smooth(net, 3, 0.25, 'cpu', 'hard').evidence(xs[idx][1], 50, 10, 0.001, 128, image_generator(3, idx, 'cpu'))
+        assert (e[0].cAHat, e[0].counts0) == (cAHat, counts0)
